@@ -1,0 +1,1 @@
+"""The history of every drill: SQLAlchemy models, the store, and Alembic migrations."""

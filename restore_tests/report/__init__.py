@@ -1,0 +1,1 @@
+"""Renderings of results and history: one-line verdicts, tables, CSV and JSON."""

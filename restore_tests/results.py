@@ -1,0 +1,109 @@
+"""What one scenario run produced: checks, phases, objectives and the verdict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from restore_tests.timing import NOT_CONFIGURED, Objective
+
+PASS, FAIL, ERROR = "pass", "fail", "error"
+CHECK_PASSED, CHECK_FAILED, CHECK_ERROR = "passed", "failed", "error"
+# Why a result is an error, when it is: environment errors make the whole command exit 3.
+CAUSE_ENVIRONMENT, CAUSE_INTERRUPTED = "environment", "interrupted"
+
+
+@dataclass
+class Check:
+    """One verification: what was expected, what was observed, and whether it proved data.
+
+    `proves_data` is true only for checks that compared restored content against an expectation
+    (hashes, counts); a scenario passes only if at least one such check passed.
+    """
+
+    name: str
+    status: str
+    reason: str = ""
+    expected: str = ""
+    observed: str = ""
+    detail: str = ""
+    proves_data: bool = False
+
+    @classmethod
+    def passed(cls, name: str, **fields: Any) -> Check:
+        return cls(name, CHECK_PASSED, **fields)
+
+    @classmethod
+    def failed(cls, name: str, reason: str, **fields: Any) -> Check:
+        return cls(name, CHECK_FAILED, reason, **fields)
+
+    @classmethod
+    def error(cls, name: str, reason: str, **fields: Any) -> Check:
+        return cls(name, CHECK_ERROR, reason, **fields)
+
+
+def _not_configured(name: str) -> Objective:
+    return Objective(name, NOT_CONFIGURED, None, None, "")
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    kind: str
+    scenario_path: str
+    scenario_sha256: str
+    started_at: datetime
+    status: str = ERROR
+    reason: str = ""
+    cause: str = ""
+    finished_at: datetime | None = None
+    snapshot_id: str | None = None
+    snapshot_time: datetime | None = None
+    source_version: str | None = None
+    files: int | None = None
+    bytes: int | None = None
+    rto: Objective = field(default_factory=lambda: _not_configured("rto"))
+    rpo: Objective = field(default_factory=lambda: _not_configured("rpo"))
+    phases: dict[str, float] = field(default_factory=dict)
+    checks: list[Check] = field(default_factory=list)
+    kept: str = ""
+
+    @property
+    def rto_seconds(self) -> float | None:
+        return self.rto.measured_seconds
+
+    @property
+    def rpo_seconds(self) -> float | None:
+        return self.rpo.measured_seconds
+
+    def conclude(self) -> None:
+        """Set status and reason from the checks and objectives (errors win, then failures)."""
+        if self.status == ERROR and self.reason:
+            return
+        errors = [check for check in self.checks if check.status == CHECK_ERROR]
+        failures = [check for check in self.checks if check.status == CHECK_FAILED]
+        proofs = [check for check in self.checks
+                  if check.proves_data and check.status == CHECK_PASSED]
+        objective_reasons = [reason for reason in (self.rto.failure_reason(),
+                                                   self.rpo.failure_reason()) if reason]
+        if errors:
+            self.status, self.reason = ERROR, "; ".join(check.reason for check in errors[:2])
+        elif failures or objective_reasons:
+            reasons = [check.reason for check in failures] + objective_reasons
+            self.status, self.reason = FAIL, "; ".join(reasons[:3])
+        elif not proofs:
+            self.status, self.reason = FAIL, (
+                "no check proved the data: configure a manifest, checksums, restic_verify or "
+                "an expectation above zero")
+        else:
+            self.status, self.reason = PASS, ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["rto_seconds"] = self.rto_seconds
+        data["rpo_seconds"] = self.rpo_seconds
+        for name in ("started_at", "finished_at", "snapshot_time"):
+            value = data[name]
+            data[name] = value.isoformat() if value else None
+        return data

@@ -1,0 +1,476 @@
+"""Scenario files: YAML -> validated, typed Scenario objects.
+
+Every problem in a file is reported at once, each with its file, line and field path. The models
+below are the one place where the format is documented: `restore-tests schema` prints them as JSON
+Schema. Each restore kind contributes its own `verify` model from the runner registry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    WithJsonSchema,
+    create_model,
+    model_validator,
+)
+
+from restore_tests.errors import Problem, ScenarioError
+from restore_tests.timing import parse_duration, parse_size
+
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Keys that would hold a literal secret. They are never part of the format: a secret is referenced.
+SECRET_KEYS = {
+    "password", "passwd", "secret", "secret_key", "secret_access_key", "aws_secret_access_key",
+    "access_key", "access_key_id", "aws_access_key_id", "token", "session_token", "restic_password",
+}
+SECRET_HINT = (
+    "a literal secret is not allowed in a scenario file; reference it instead with "
+    "password_env: VARIABLE, password_file: PATH or password_command: [program, args...] "
+    "(S3 credentials: env_from: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY])"
+)
+# restic repository locations that are not local paths (everything else is a local path).
+REMOTE_REPOSITORY = re.compile(r"^(s3|sftp|rest|b2|azure|gs|swift|rclone):")
+
+
+def _duration(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+def _size(value: Any) -> Any:
+    return parse_size(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    Field(gt=0),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?[smhdw])+$",
+                    "examples": ["90s", "15m", "4h", "7d"]}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(_size),
+    Field(ge=0),
+    WithJsonSchema({"type": ["string", "integer"], "examples": ["512m", "2g", 1048576]}),
+]
+
+
+class StrictModel(BaseModel):
+    """Unknown fields are errors: a typo must not silently disable a check."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SnapshotFilter(StrictModel):
+    """Pick the newest snapshot that matches every given filter."""
+
+    tags: list[str] = Field(default_factory=list, description="Snapshot has all these tags.",
+                            examples=[["nightly"]])
+    host: str | None = Field(None, description="Snapshot was taken on this host.",
+                             examples=["fs01"])
+    path: str | None = Field(None, description="Snapshot includes this backed-up path.",
+                             examples=["/srv/share"])
+
+
+def _snapshot_branch(value: Any) -> str:
+    return "filter" if isinstance(value, dict) else "id"
+
+
+SnapshotSelector = Annotated[
+    Annotated[str, Tag("id")] | Annotated[SnapshotFilter, Tag("filter")],
+    Discriminator(_snapshot_branch),
+]
+
+
+class ResticSource(StrictModel):
+    """A restic repository on local disk or S3-compatible storage."""
+
+    type: Literal["restic"]
+    repository: str = Field(
+        description="Repository location: a local path (relative to the scenario file's folder) "
+        "or s3:http(s)://host[:port]/bucket/path.",
+        examples=["/srv/restic/share", "s3:https://s3.example.net/acme-backups/fileshare"],
+    )
+    password_env: str | None = Field(
+        None, description="Name of the environment variable holding the repository password.",
+        examples=["SHARE_RESTIC_PASSWORD"])
+    password_file: str | None = Field(
+        None, description="File whose first line is the repository password (relative to the "
+        "scenario file's folder).", examples=["/etc/restore-tests/share.pass"])
+    password_command: list[str] | None = Field(
+        None, description="Program (argv list) that prints the password on stdout.",
+        examples=[["pass", "show", "backups/share"]])
+    env_from: list[str] = Field(
+        default_factory=list, description="Environment variables passed to restic only (S3 "
+        "credentials, for instance); never stored. For s3: repositories the standard AWS "
+        "variables are passed when set, without being listed.",
+        examples=[["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]])
+    snapshot: SnapshotSelector = Field(
+        "latest", description="'latest', a snapshot id or id prefix, or a filter "
+        "{tags, host, path} (the newest match).",
+        examples=["latest", "4f2c1a9e", {"tags": ["nightly"], "host": "fs01"}])
+    include: list[str] = Field(
+        default_factory=list, description="Restore only these paths of the snapshot (a sample).",
+        examples=[["/data/compta"]])
+    restic_binary: str | None = Field(
+        None, description="restic program to use (else $RESTIC_BINARY, else restic on PATH).",
+        examples=["/usr/local/bin/restic-0.18"])
+
+    @model_validator(mode="after")
+    def _one_password_reference(self) -> ResticSource:
+        given = [name for name in ("password_env", "password_file", "password_command")
+                 if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of password_env, password_file, password_command"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        for name in [self.password_env or "", *self.env_from]:
+            if name and not ENV_NAME.match(name):
+                raise ValueError(f"{name!r} is not an environment variable name; reference the "
+                                 "variable by its name, never write the secret itself")
+        if self.password_command is not None and not self.password_command:
+            raise ValueError("password_command needs a program")
+        return self
+
+    @property
+    def is_local(self) -> bool:
+        return not REMOTE_REPOSITORY.match(self.repository)
+
+
+Source = Annotated[ResticSource, Field(discriminator="type")]
+
+
+class Objectives(StrictModel):
+    """Recovery objectives; each one is judged when given."""
+
+    rto: Duration | None = Field(None, description="Recovery time objective: fetch + sandbox + "
+                                 "load + verify must take at most this long.", examples=["15m"])
+    rpo: Duration | None = Field(None, description="Recovery point objective: the restored "
+                                 "snapshot may be at most this old.", examples=["26h"])
+
+
+class SandboxSettings(StrictModel):
+    """The isolated container the restored data is opened in (no network, no capabilities)."""
+
+    image: str | None = Field(None, description="Docker image (built locally; the kind's "
+                              "default when omitted).", examples=["restore-tests/sandbox:bookworm"])
+    memory: Size = Field(512 * 1024**2, description="Memory limit.", examples=["512m", "2g"])
+    pids: int = Field(256, ge=16, description="Maximum number of processes.")
+    cpus: float = Field(1.0, gt=0, description="CPU limit in cores.")
+    commands: list[Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=list, description="Checks run inside the sandbox (argv lists); the "
+        "restored data is at /restore, read-only. Each must exit 0.",
+        examples=[[["sh", "-c", "find /restore -name '*.zip' -exec unzip -tq {} +"]]])
+    command_timeout: Duration = Field(600.0, description="Time limit of each command.",
+                                      examples=["10m"])
+
+
+class ScenarioBase(StrictModel):
+    """What every scenario has, whatever its kind."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                      description="Unique name, used on the command line and in the history.",
+                      examples=["file-share"])
+    description: str = Field("", description="What this backup is, for the report.")
+    kind: str = Field(description="What is restored; decides the verify section.")
+    tags: list[str] = Field(default_factory=list, description="Labels to select scenarios "
+                            "with --tag.", examples=[["quarterly", "client-acme"]])
+    source: Source
+    objectives: Objectives = Field(default_factory=Objectives)
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+
+    _origin: Origin | None = PrivateAttr(None)
+
+    @property
+    def origin(self) -> Origin:
+        assert self._origin is not None, "scenario was not loaded from a file"
+        return self._origin
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a scenario came from: its file, line, and a hash of its content."""
+
+    path: Path
+    line: int
+    content_sha256: str
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+Scenario = ScenarioBase  # a scenario of any kind; runners narrow `verify`
+
+
+def scenario_model(kind: str) -> type[ScenarioBase]:
+    """The model of one kind: the common fields plus the runner's own verify section."""
+    from runners import RUNNERS
+
+    runner = RUNNERS[kind]
+    return _scenario_model_cache.setdefault(kind, create_model(
+        f"{runner.__name__.removesuffix('Runner')}Scenario",
+        __base__=ScenarioBase,
+        __doc__=runner.__doc__,
+        kind=(Literal[kind], Field(description="What is restored.")),  # type: ignore[valid-type]
+        verify=(runner.verify_model, Field(description="Checks run on the restored data.")),
+    ))
+
+
+_scenario_model_cache: dict[str, type[ScenarioBase]] = {}
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of one scenario document, every kind included."""
+    from runners import RUNNERS
+
+    models = tuple(scenario_model(kind) for kind in RUNNERS)
+    union: Any = models[0] if len(models) == 1 else Annotated[
+        models, Field(discriminator="kind")]  # pragma: no cover - one kind today
+    schema = TypeAdapter(union).json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "restore-tests scenario"
+    return schema
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_paths(paths: Iterable[str | Path]) -> list[ScenarioBase]:
+    """Load every scenario from files and folders (recursively *.yaml / *.yml).
+
+    Raises ScenarioError listing every problem in every file, and for duplicate names.
+    """
+    problems: list[Problem] = []
+    scenarios: list[ScenarioBase] = []
+    for file in _scenario_files(paths, problems):
+        try:
+            scenarios.extend(load_file(file))
+        except ScenarioError as error:
+            problems.extend(error.problems)
+    seen: dict[str, ScenarioBase] = {}
+    for scenario in scenarios:
+        first = seen.setdefault(scenario.name, scenario)
+        if first is not scenario:
+            problems.append(Problem(str(scenario.origin.path), scenario.origin.line, "name",
+                                    f"duplicate scenario name {scenario.name!r} (also in "
+                                    f"{first.origin.path}:{first.origin.line})"))
+    if problems:
+        raise ScenarioError(problems)
+    return scenarios
+
+
+def _scenario_files(paths: Iterable[str | Path], problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in SCENARIO_SUFFIXES
+                           and p.is_file())
+            if not found:
+                problems.append(Problem(str(path), None, "", "no scenario files (*.yaml) here"))
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(Problem(str(path), None, "", "no such file or folder"))
+    return files
+
+
+def load_file(path: Path) -> list[ScenarioBase]:
+    """Every scenario document in one YAML file, validated."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError([Problem(str(path), None, "", f"cannot read: {error}")]) from error
+    try:
+        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        reason = getattr(error, "problem", None) or str(error)
+        raise ScenarioError([Problem(str(path), line, "", f"invalid YAML: {reason}")]) from error
+    problems: list[Problem] = []
+    scenarios: list[ScenarioBase] = []
+    for node in documents:
+        if node is None:
+            continue
+        lines: dict[tuple[Any, ...], int] = {}
+        _record_lines(node, (), lines, problems, path)
+        data = yaml.SafeLoader(text).construct_document(node)  # plain data, same node tree
+        scenario = _validate(data, path, lines, problems)
+        if scenario is not None:
+            scenarios.append(scenario)
+    if problems:
+        raise ScenarioError(sorted(problems, key=lambda problem: problem.line or 0))
+    if not scenarios:
+        raise ScenarioError([Problem(str(path), None, "", "the file holds no scenario")])
+    return scenarios
+
+
+def _record_lines(node: yaml.Node, at: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
+                  problems: list[Problem], path: Path) -> None:
+    lines[at] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if at + (key,) in lines:
+                problems.append(Problem(str(path), key_node.start_mark.line + 1,
+                                        _field(at + (key,)), "duplicate key"))
+            _record_lines(value_node, at + (key,), lines, problems, path)
+            lines[at + (key,)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _record_lines(item, at + (index,), lines, problems, path)
+
+
+def _validate(data: Any, path: Path, lines: dict[tuple[Any, ...], int],
+              problems: list[Problem]) -> ScenarioBase | None:
+    from runners import RUNNERS
+
+    def problem(at: tuple[Any, ...], message: str) -> None:
+        problems.append(Problem(str(path), _line(lines, at), _field(at), message))
+
+    if not isinstance(data, dict):
+        problem((), "a scenario is a mapping of fields (name, kind, source, ...)")
+        return None
+    secrets = _literal_secrets(data, ())
+    for at in secrets:
+        problem(at, SECRET_HINT)
+    kind = data.get("kind")
+    if kind not in RUNNERS:
+        problem(("kind",) if "kind" in data else (),
+                f"unknown kind {kind!r}; expected one of: {', '.join(RUNNERS)}" if kind
+                else f"required field 'kind' is missing; expected one of: {', '.join(RUNNERS)}")
+        return None
+    try:
+        scenario = scenario_model(kind).model_validate(data)
+    except ValidationError as error:
+        for item in error.errors():
+            at = _data_path(data, item["loc"])
+            if item["type"] == "extra_forbidden" and at in secrets:
+                continue
+            problem(at, _message(item, data, at))
+        return None
+    scenario._origin = Origin(path.resolve(), _line(lines, ()) or 1, _content_hash(data))
+    return resolve_paths(scenario)
+
+
+def _literal_secrets(data: Any, at: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    found: list[tuple[Any, ...]] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(key, str) and key.lower() in SECRET_KEYS:
+                found.append(at + (key,))
+            found.extend(_literal_secrets(value, at + (key,)))
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found.extend(_literal_secrets(item, at + (index,)))
+    return found
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Pydantic's error location minus union tags: the path as written in the file."""
+    at: list[Any] = []
+    current = data
+    for index, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+            at.append(part)
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+            at.append(part)
+        elif index == len(loc) - 1 and isinstance(current, dict) and isinstance(part, str):
+            at.append(part)  # a missing field: name it
+    return tuple(at)
+
+
+def _message(item: Any, data: Any, at: tuple[Any, ...]) -> str:
+    kind = item["type"]
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return "unknown field"
+    message = str(item["msg"])
+    return message.removeprefix("Value error, ")
+
+
+def _field(at: tuple[Any, ...]) -> str:
+    text = ""
+    for part in at:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _line(lines: dict[tuple[Any, ...], int], at: tuple[Any, ...]) -> int | None:
+    while at not in lines and at:
+        at = at[:-1]
+    return lines.get(at)
+
+
+def _content_hash(data: Any) -> str:
+    canonical = yaml.safe_dump(data, sort_keys=True).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+def resolve_paths(scenario: ScenarioBase) -> ScenarioBase:
+    """Relative local paths resolve against the scenario file's folder, not the cwd."""
+    folder = scenario.origin.folder
+    source = scenario.source
+    changes: dict[str, Any] = {}
+    if source.is_local and not source.repository.startswith("local:"):
+        changes["repository"] = str(folder / Path(source.repository).expanduser())
+    if source.password_file:
+        changes["password_file"] = str(folder / Path(source.password_file).expanduser())
+    if source.restic_binary and "/" in source.restic_binary:
+        changes["restic_binary"] = str(folder / Path(source.restic_binary).expanduser())
+    if not changes:
+        return scenario
+    resolved = scenario.model_copy(update={"source": source.model_copy(update=changes)})
+    resolved._origin = scenario._origin
+    return resolved
+
+
+def find_scenarios(arguments: list[str], folder: Path) -> list[ScenarioBase]:
+    """Scenarios named on the command line: a file or folder path, or a scenario name in folder.
+
+    A broken file elsewhere in the folder does not stop a lookup by name that it does not hold.
+    """
+    found: list[ScenarioBase] = []
+    by_name: dict[str, ScenarioBase] | None = None
+    problems: list[Problem] = []
+    for argument in arguments:
+        if Path(argument).exists():
+            found.extend(load_paths([argument]))
+            continue
+        if by_name is None:
+            by_name = {}
+            for file in _scenario_files([folder], problems) if folder.is_dir() else []:
+                try:
+                    by_name.update({s.name: s for s in load_file(file)})
+                except ScenarioError as error:
+                    problems.extend(error.problems)
+        if argument not in by_name:
+            known = ", ".join(sorted(by_name)) or "none"
+            raise ScenarioError([*problems, Problem(
+                argument, None, "", f"no such file, and no scenario of that name in {folder} "
+                f"(known: {known})")])
+        found.append(by_name[argument])
+    return found

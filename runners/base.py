@@ -1,0 +1,101 @@
+"""The Runner interface and the steps every kind shares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from restore_tests.results import Check
+from restore_tests.sandbox import Sandbox
+from restore_tests.scenario import ScenarioBase, StrictModel
+from restore_tests.sources.restic import RestoreOutcome, Snapshot
+
+DEFAULT_IMAGE = "restore-tests/sandbox:bookworm"
+FIRST_NAMES = 5
+
+
+@dataclass
+class RunContext:
+    """Everything a runner sees of one scenario run."""
+
+    scenario: ScenarioBase
+    restore_root: Path  # the snapshot's paths restored below this folder
+    snapshot: Snapshot
+    restore_outcome: RestoreOutcome
+    sandbox: Sandbox
+    progress: Callable[[str], None]
+    files: int | None = None  # restored tree, as the runner measured it
+    bytes: int | None = None
+    hashed_files: int | None = None
+    hashed_bytes: int | None = None
+
+    @property
+    def verify(self) -> Any:
+        return self.scenario.verify  # type: ignore[attr-defined]
+
+    def host_path(self, snapshot_path: str) -> Path:
+        """Where a path of the snapshot (absolute, as backed up) was restored on the host."""
+        return self.restore_root / snapshot_path.lstrip("/")
+
+
+class Runner(ABC):
+    """One restore kind: its verify section, its sandbox image, its checks."""
+
+    kind: ClassVar[str]
+    verify_model: ClassVar[type[StrictModel]]
+    default_image: ClassVar[str] = DEFAULT_IMAGE
+
+    def wants_restic_verify(self, scenario: ScenarioBase) -> bool:
+        return False
+
+    def load(self, context: RunContext) -> list[Check]:
+        """Kind-specific loading inside the sandbox (a database import); nothing by default."""
+        return []
+
+    @abstractmethod
+    def verify(self, context: RunContext) -> list[Check]:
+        """The kind's checks on the restored data."""
+
+
+def name_list(names: list[str], limit: int = FIRST_NAMES) -> str:
+    """'a, b, c' or 'a, b, c, ... (+12 more)'."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def restore_check(outcome: RestoreOutcome, snapshot: Snapshot) -> Check:
+    """restic's own word on the restore: files it could not restore are a failure."""
+    if not outcome.damaged:
+        return Check.passed("restic restore", observed="no errors")
+    paths = sorted(outcome.damaged)
+    first_reason = outcome.damaged[paths[0]]
+    return Check.failed(
+        "restic restore",
+        f"restic could not restore {len(paths)} file{'s' if len(paths) != 1 else ''} "
+        f"(damaged data): {name_list(paths)} (snapshot {snapshot.short_id})",
+        expected="no errors", observed=f"{len(paths)} damaged",
+        detail=f"first error: {first_reason}")
+
+
+def sandbox_command_checks(context: RunContext, commands: list[list[str]], timeout: float,
+                           ) -> list[Check]:
+    """The scenario's own checks, run inside the sandbox; each must exit 0."""
+    checks = []
+    for argv in commands:
+        name = "sandbox: " + " ".join(argv)[:200]
+        context.progress(f"running {name}")
+        result = context.sandbox.exec(argv, timeout)
+        output = (result.stdout + result.stderr).strip()
+        if result.exit_code == 0:
+            checks.append(Check.passed(name, expected="exit 0", observed="exit 0",
+                                       detail=output[-2000:]))
+        else:
+            killed = " (killed: time limit)" if result.exit_code == 137 else ""
+            last = output.splitlines()[-1] if output else "no output"
+            checks.append(Check.failed(
+                name, f"sandbox command {argv[0]} exited {result.exit_code}{killed}: {last}",
+                expected="exit 0", observed=f"exit {result.exit_code}", detail=output[-2000:]))
+    return checks
