@@ -18,8 +18,8 @@ import click
 
 from restore_tests import __version__
 from restore_tests.errors import (
+    EXIT_FAILED,
     EXIT_INTERRUPTED,
-    EXIT_USAGE,
     RestoreTestsError,
     ScenarioError,
 )
@@ -44,6 +44,14 @@ class Group(click.Group):
         except KeyboardInterrupt:
             click.echo("restore-tests: interrupted", err=True)
             raise SystemExit(EXIT_INTERRUPTED) from None
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as error:  # a bug: still one line, the traceback only on --debug
+            if debug:
+                raise
+            click.echo(f"restore-tests: internal error: {type(error).__name__}: {error} "
+                       "(run with --debug for the traceback)", err=True)
+            raise SystemExit(EXIT_FAILED) from None
 
 
 def _leave(error: RestoreTestsError, debug: bool) -> NoReturn:

@@ -44,10 +44,10 @@ def format_duration(seconds: float | None) -> str:
     if seconds < 10:
         return f"{seconds:.1f}s"
     total = round(seconds)
-    for unit, size, smaller, smaller_size in (
-        ("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)
+    for unit, size, smaller, smaller_size, shown_from in (
+        ("d", 86400, "h", 3600, 2 * 86400), ("h", 3600, "m", 60, 3600), ("m", 60, "s", 1, 60)
     ):
-        if total >= size:
+        if total >= shown_from:
             major, rest = divmod(total, size)
             minor = rest // smaller_size
             return f"{major}{unit}{minor}{smaller}" if minor else f"{major}{unit}"

@@ -104,8 +104,10 @@ class FilesRunner(Runner):
         location = context.host_path(manifest)
         label = os.path.basename(manifest)
         if not location.is_file():
+            top = sorted("/" + entry.name for entry in context.restore_root.iterdir())
             return Check.failed(name, f"manifest {manifest} is not in the restored data "
-                                f"(snapshot {context.snapshot.short_id})")
+                                f"(snapshot {context.snapshot.short_id} holds "
+                                f"{name_list(top) or 'nothing'})")
         parsed = checksums.parse_manifest(location.read_text(encoding="utf-8",
                                                              errors="surrogateescape"))
         if parsed.malformed_lines:
