@@ -49,8 +49,11 @@ class Group(click.Group):
         except Exception as error:  # a bug: still one line, the traceback only on --debug
             if debug:
                 raise
-            click.echo(f"restore-tests: internal error: {type(error).__name__}: {error} "
-                       "(run with --debug for the traceback)", err=True)
+            click.echo(
+                f"restore-tests: internal error: {type(error).__name__}: {error} "
+                "(run with --debug for the traceback)",
+                err=True,
+            )
             raise SystemExit(EXIT_FAILED) from None
 
 
@@ -78,14 +81,20 @@ def main(debug: bool, verbose: int) -> None:
 
 
 def db_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--db", "db_url", envvar="RESTORE_TESTS_DB", metavar="URL",
-                        help="History database (SQLAlchemy URL). Default: sqlite:///results.db "
-                        "in the current directory; env RESTORE_TESTS_DB.")(function)
+    return click.option(
+        "--db",
+        "db_url",
+        envvar="RESTORE_TESTS_DB",
+        metavar="URL",
+        help="History database (SQLAlchemy URL). Default: sqlite:///results.db "
+        "in the current directory; env RESTORE_TESTS_DB.",
+    )(function)
 
 
 def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print machine-readable JSON on stdout.")(function)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON on stdout."
+    )(function)
 
 
 def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,25 +102,47 @@ def run_options(function: Callable[..., Any]) -> Callable[..., Any]:
     decorators = [
         db_option,
         json_option,
-        click.option("--keep", is_flag=True,
-                     help="Keep the sandbox and staging directory for inspection."),
-        click.option("--no-cache", is_flag=True,
-                     help="Run restic with --no-cache (default: a fresh cache per run)."),
-        click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-                     envvar=WORK_DIR_VARIABLE, help="Where staging directories are created "
-                     "(default: $TMPDIR/restore-tests)."),
-        click.option("--jobs", "-j", type=click.IntRange(1, 64), default=1, show_default=True,
-                     help="Scenarios run at the same time."),
-        click.option("--tag", "tags", multiple=True,
-                     help="Only scenarios with this tag (repeatable: any of them)."),
+        click.option(
+            "--keep", is_flag=True, help="Keep the sandbox and staging directory for inspection."
+        ),
+        click.option(
+            "--no-cache",
+            is_flag=True,
+            help="Run restic with --no-cache (default: a fresh cache per run).",
+        ),
+        click.option(
+            "--work-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            envvar=WORK_DIR_VARIABLE,
+            help="Where staging directories are created (default: $TMPDIR/restore-tests).",
+        ),
+        click.option(
+            "--jobs",
+            "-j",
+            type=click.IntRange(1, 64),
+            default=1,
+            show_default=True,
+            help="Scenarios run at the same time.",
+        ),
+        click.option(
+            "--tag",
+            "tags",
+            multiple=True,
+            help="Only scenarios with this tag (repeatable: any of them).",
+        ),
     ]
     return functools.reduce(lambda wrapped, decorate: decorate(wrapped), decorators, function)
 
 
 @main.command()
 @click.argument("scenarios", nargs=-1, required=True)
-@click.option("--scenarios-dir", type=click.Path(path_type=Path), default=Path("scenarios"),
-              show_default=True, help="Where a scenario given by name is looked up.")
+@click.option(
+    "--scenarios-dir",
+    type=click.Path(path_type=Path),
+    default=Path("scenarios"),
+    show_default=True,
+    help="Where a scenario given by name is looked up.",
+)
 @run_options
 def check(scenarios: tuple[str, ...], scenarios_dir: Path, **options: Any) -> None:
     """Run one or more scenarios now (a file, or a name found in --scenarios-dir)."""
@@ -131,8 +162,18 @@ def drill(paths: tuple[str, ...], **options: Any) -> None:
     _run(load_paths(list(paths) or ["scenarios"]), "drill", **options)
 
 
-def _run(scenarios: list[Any], trigger: str, *, db_url: str | None, as_json: bool, keep: bool,
-         no_cache: bool, work_dir: Path | None, jobs: int, tags: tuple[str, ...]) -> NoReturn:
+def _run(
+    scenarios: list[Any],
+    trigger: str,
+    *,
+    db_url: str | None,
+    as_json: bool,
+    keep: bool,
+    no_cache: bool,
+    work_dir: Path | None,
+    jobs: int,
+    tags: tuple[str, ...],
+) -> NoReturn:
     from restore_tests.drill import new_run_id, run_drill
     from restore_tests.history.store import HistoryStore, resolve_url
     from restore_tests.pipeline import RunOptions
@@ -145,9 +186,13 @@ def _run(scenarios: list[Any], trigger: str, *, db_url: str | None, as_json: boo
     store = HistoryStore(resolve_url(db_url))
     run_id = new_run_id()
     started = time.monotonic()
-    options = RunOptions(run_id=run_id,
-                         work_dir=(work_dir or Path(tempfile.gettempdir()) / "restore-tests"),
-                         keep=keep, no_cache=no_cache, progress=_progress_printer(started))
+    options = RunOptions(
+        run_id=run_id,
+        work_dir=(work_dir or Path(tempfile.gettempdir()) / "restore-tests"),
+        keep=keep,
+        no_cache=no_cache,
+        progress=_progress_printer(started),
+    )
 
     def announce(result: Any) -> None:
         if not as_json:
@@ -156,8 +201,16 @@ def _run(scenarios: list[Any], trigger: str, *, db_url: str | None, as_json: boo
     outcome = run_drill(scenarios, options, store, trigger, jobs=jobs, on_result=announce)
     rendered = [records.from_result(result, run_id) for result in outcome.results]
     if as_json:
-        click.echo(table.to_json({"run_id": run_id, "status": outcome.status,
-                                  "exit_code": outcome.exit_code(), "results": rendered}))
+        click.echo(
+            table.to_json(
+                {
+                    "run_id": run_id,
+                    "status": outcome.status,
+                    "exit_code": outcome.exit_code(),
+                    "results": rendered,
+                }
+            )
+        )
     elif trigger == "drill" or len(rendered) > 1:
         click.echo("")
         click.echo(table.drill_table(rendered))
@@ -177,10 +230,16 @@ def _progress_printer(started: float) -> Callable[[str, str], None]:
 @json_option
 @click.option("--scenario", help="Only this scenario.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--format", "output_format", type=click.Choice(["table", "csv", "json"]),
-              default="table", show_default=True)
-def history(db_url: str | None, as_json: bool, scenario: str | None, limit: int,
-            output_format: str) -> None:
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+def history(
+    db_url: str | None, as_json: bool, scenario: str | None, limit: int, output_format: str
+) -> None:
     """The measured RTO history, newest first."""
     from restore_tests.history.store import HistoryStore, resolve_url
     from restore_tests.report import records, table
@@ -203,8 +262,9 @@ def validate(paths: tuple[str, ...]) -> None:
 
     scenarios = load_paths(list(paths))
     for scenario in scenarios:
-        click.echo(f"ok  {scenario.name} ({scenario.kind}) {scenario.origin.path}"
-                   f":{scenario.origin.line}")
+        click.echo(
+            f"ok  {scenario.name} ({scenario.kind}) {scenario.origin.path}:{scenario.origin.line}"
+        )
 
 
 @main.command()
@@ -216,18 +276,24 @@ def schema() -> None:
 
 
 @main.command()
-@click.option("--all", "everything", is_flag=True,
-              help="Remove every managed sandbox, not only expired ones.")
+@click.option(
+    "--all", "everything", is_flag=True, help="Remove every managed sandbox, not only expired ones."
+)
 @click.option("--run", "run_id", help="Remove what this run left (e.g. after --keep).")
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
-@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path),
-              envvar=WORK_DIR_VARIABLE)
+@click.option(
+    "--work-dir", type=click.Path(file_okay=False, path_type=Path), envvar=WORK_DIR_VARIABLE
+)
 def prune(everything: bool, run_id: str | None, dry_run: bool, work_dir: Path | None) -> None:
     """Remove sandboxes and staging left by killed or --keep runs (found by label)."""
     from restore_tests.cleanup import prune_leftovers
 
-    removed = prune_leftovers(work_dir or Path(tempfile.gettempdir()) / "restore-tests",
-                              everything=everything, run_id=run_id, dry_run=dry_run)
+    removed = prune_leftovers(
+        work_dir or Path(tempfile.gettempdir()) / "restore-tests",
+        everything=everything,
+        run_id=run_id,
+        dry_run=dry_run,
+    )
     verb = "would remove" if dry_run else "removed"
     for leftover in removed:
         click.echo(f"{verb} {leftover}")

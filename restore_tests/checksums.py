@@ -38,7 +38,10 @@ def parse_manifest(text: str) -> Manifest:
     """Parse `sha256sum` output, including its backslash-escaped names."""
     entries: list[ManifestEntry] = []
     malformed: list[int] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on newlines only: sha256sum escapes \n, \r and \\ in names but not \f or \v,
+    # which str.splitlines() would also break on.
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")  # CRLF manifests; a CR inside a name is escaped
         if not line.strip() or line.startswith("#"):
             continue
         match = _LINE.match(line)
@@ -47,9 +50,14 @@ def parse_manifest(text: str) -> Manifest:
             continue
         escaped, digest, name = match.groups()
         if escaped:
-            name = name.replace("\\\\", "\0").replace("\\n", "\n").replace("\0", "\\")
+            name = _unescape(name)
         entries.append(ManifestEntry(name, digest.lower(), number))
     return Manifest(entries, malformed)
+
+
+def _unescape(name: str) -> str:
+    """Undo sha256sum's escaping of a name: \\\\ -> \\, \\n -> newline, \\r -> CR."""
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m[1], m[1]), name)
 
 
 @dataclass
@@ -77,8 +85,11 @@ def sha256_file(path: str, buffer: bytearray) -> str:
     return digest.hexdigest()
 
 
-def verify(root: Path, expected: Iterable[tuple[str, str]], workers: int | None = None,
-           ) -> Verification:
+def verify(
+    root: Path,
+    expected: Iterable[tuple[str, str]],
+    workers: int | None = None,
+) -> Verification:
     """Hash each (path inside root, sha256) pair; paths may not leave root, links included.
 
     Large files first, spread over worker threads that pull from one shared list (hashlib and

@@ -12,12 +12,15 @@ from restore_tests import sandbox
 _STAGING = re.compile(r"^(\d{8}T\d{6}Z-[0-9a-f]{6})-")
 
 
-def prune_leftovers(work_dir: Path, everything: bool = False, run_id: str | None = None,
-                    dry_run: bool = False) -> list[str]:
+def prune_leftovers(
+    work_dir: Path, everything: bool = False, run_id: str | None = None, dry_run: bool = False
+) -> list[str]:
     """Remove what is past its expiry (everything, or one run's, when asked). Returns its names."""
     client = sandbox.connect()
-    removed = [f"{leftover.kind} {leftover.name} (run {leftover.run_id})"
-               for leftover in sandbox.prune(client, everything, dry_run, run_id)]
+    removed = [
+        f"{leftover.kind} {leftover.name} (run {leftover.run_id})"
+        for leftover in sandbox.prune(client, everything, dry_run, run_id)
+    ]
     for folder in _staging_dirs(work_dir, everything, run_id):
         removed.append(f"staging {folder}")
         if not dry_run:

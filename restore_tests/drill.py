@@ -14,6 +14,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from docker import DockerClient
+
 from restore_tests import __version__, execute
 from restore_tests.errors import (
     EXIT_ENVIRONMENT,
@@ -57,8 +59,10 @@ class DrillOutcome:
         return ERROR if ERROR in statuses else FAIL if FAIL in statuses else PASS
 
     def summary(self) -> str:
-        counts = {status: sum(1 for r in self.results if r.status == status)
-                  for status in (PASS, FAIL, ERROR)}
+        counts = {
+            status: sum(1 for r in self.results if r.status == status)
+            for status in (PASS, FAIL, ERROR)
+        }
         text = f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[ERROR]} errors"
         return text + (" (interrupted)" if self.interrupted else "")
 
@@ -70,10 +74,14 @@ class DrillOutcome:
         return EXIT_OK if self.status == PASS else EXIT_FAILED
 
 
-def run_drill(scenarios: list[ScenarioBase], options: RunOptions, store: HistoryStore,
-              trigger: str, jobs: int = 1,
-              on_result: Callable[[ScenarioResult], None] = lambda result: None,
-              ) -> DrillOutcome:
+def run_drill(
+    scenarios: list[ScenarioBase],
+    options: RunOptions,
+    store: HistoryStore,
+    trigger: str,
+    jobs: int = 1,
+    on_result: Callable[[ScenarioResult], None] = lambda result: None,
+) -> DrillOutcome:
     """Run the scenarios (jobs at a time), record each result, and return the outcome."""
     outcome = DrillOutcome(options.run_id, trigger)
     execute.reset_cancel()
@@ -82,8 +90,9 @@ def run_drill(scenarios: list[ScenarioBase], options: RunOptions, store: History
         docker_version: str | None = engine_version(client)
     except EnvironmentUnusable as error:
         client, docker_version, unusable = None, None, error
-    store.start_drill(options.run_id, trigger, socket.gethostname(), __version__,
-                      docker_version, now())
+    store.start_drill(
+        options.run_id, trigger, socket.gethostname(), __version__, docker_version, now()
+    )
 
     def finish(result: ScenarioResult) -> None:
         store.record_result(options.run_id, result)
@@ -103,12 +112,17 @@ def run_drill(scenarios: list[ScenarioBase], options: RunOptions, store: History
     return outcome
 
 
-def _run_pool(scenarios: list[ScenarioBase], options: RunOptions, client: object, jobs: int,
-              outcome: DrillOutcome, finish: Callable[[ScenarioResult], None]) -> None:
+def _run_pool(
+    scenarios: list[ScenarioBase],
+    options: RunOptions,
+    client: DockerClient,
+    jobs: int,
+    outcome: DrillOutcome,
+    finish: Callable[[ScenarioResult], None],
+) -> None:
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="scenario") as pool:
         futures: dict[Future[ScenarioResult], ScenarioBase] = {
-            pool.submit(run_scenario, scenario, options, client): scenario  # type: ignore[arg-type]
-            for scenario in scenarios
+            pool.submit(run_scenario, scenario, options, client): scenario for scenario in scenarios
         }
         pending = set(futures)
         while pending:
@@ -122,8 +136,9 @@ def _run_pool(scenarios: list[ScenarioBase], options: RunOptions, client: object
                 outcome.interrupted = True
             for future in done:
                 if future.cancelled():
-                    finish(_unrun(futures[future], "interrupted before it started",
-                                  CAUSE_INTERRUPTED))
+                    finish(
+                        _unrun(futures[future], "interrupted before it started", CAUSE_INTERRUPTED)
+                    )
                 else:
                     finish(future.result())
             if outcome.interrupted:
@@ -132,8 +147,15 @@ def _run_pool(scenarios: list[ScenarioBase], options: RunOptions, client: object
 
 
 def _unrun(scenario: ScenarioBase, reason: str, cause: str) -> ScenarioResult:
-    result = ScenarioResult(scenario.name, scenario.kind, str(scenario.origin.path),
-                            scenario.origin.content_sha256, now(), status=ERROR, reason=reason,
-                            cause=cause)
+    result = ScenarioResult(
+        scenario.name,
+        scenario.kind,
+        str(scenario.origin.path),
+        scenario.origin.content_sha256,
+        now(),
+        status=ERROR,
+        reason=reason,
+        cause=cause,
+    )
     result.finished_at = result.started_at
     return result

@@ -26,9 +26,22 @@ log = logging.getLogger(__name__)
 # Variables a child may inherit; everything else (cloud credentials included) must be passed
 # explicitly by the caller, so that no secret reaches a tool that was not meant to see it.
 INHERITED_VARIABLES = (
-    "PATH", "HOME", "USER", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ",
-    "SSL_CERT_FILE", "SSL_CERT_DIR",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "PATH",
+    "HOME",
+    "USER",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "TZ",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
 )
 STOP_GRACE_SECONDS = 15.0
 POLL_SECONDS = 0.1
@@ -64,7 +77,7 @@ class Completed:
 
 def mask(text: str, secrets: Iterable[str]) -> str:
     """Replace every secret value (at least 4 characters long) in text by ***."""
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):
         if secret and len(secret) >= 4:
             text = text.replace(secret, MASK)
     return text

@@ -56,11 +56,17 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def run_scenario(scenario: ScenarioBase, options: RunOptions,
-                 client: docker.DockerClient) -> ScenarioResult:
+def run_scenario(
+    scenario: ScenarioBase, options: RunOptions, client: docker.DockerClient
+) -> ScenarioResult:
     """Run one scenario; never raises for a scenario's own failure (it is the verdict)."""
-    result = ScenarioResult(scenario.name, scenario.kind, str(scenario.origin.path),
-                            scenario.origin.content_sha256, now())
+    result = ScenarioResult(
+        scenario.name,
+        scenario.kind,
+        str(scenario.origin.path),
+        scenario.origin.content_sha256,
+        now(),
+    )
     clock = PhaseClock()
     stack = ExitStack()
     try:
@@ -85,8 +91,14 @@ def run_scenario(scenario: ScenarioBase, options: RunOptions,
     return result
 
 
-def _run(scenario: ScenarioBase, options: RunOptions, client: docker.DockerClient,
-         result: ScenarioResult, clock: PhaseClock, stack: ExitStack) -> None:
+def _run(
+    scenario: ScenarioBase,
+    options: RunOptions,
+    client: docker.DockerClient,
+    result: ScenarioResult,
+    clock: PhaseClock,
+    stack: ExitStack,
+) -> None:
     runner = RUNNERS[scenario.kind]()
     source = scenario.source
     staging = options.work_dir / f"{options.run_id}-{scenario.name}"
@@ -117,25 +129,32 @@ def _run(scenario: ScenarioBase, options: RunOptions, client: docker.DockerClien
     with clock.phase("fetch"):
         say(f"restoring snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC)")
         restore_root.mkdir()
-        outcome = restic.restore(snapshot, restore_root, source.include,
-                                 runner.wants_restic_verify(scenario),
-                                 _percent_reporter(say))
+        outcome = restic.restore(
+            snapshot,
+            restore_root,
+            source.include,
+            runner.wants_restic_verify(scenario),
+            _percent_reporter(say),
+        )
     _interrupt_point()
     with clock.phase("sandbox"):
         say(f"starting the sandbox ({image})")
         spec = _sandbox_spec(scenario, options, image, restore_root)
         box = stack.enter_context(sandbox(client, spec, keep=options.keep))
         if options.keep:
-            result.kept = (f"sandbox: docker exec -it {box.name} sh ; staging: {staging} "
-                           f"(remove with: restore-tests prune --run {options.run_id})")
+            result.kept = (
+                f"sandbox: docker exec -it {box.name} sh ; staging: {staging} "
+                f"(remove with: restore-tests prune --run {options.run_id})"
+            )
     context = RunContext(scenario, restore_root, snapshot, outcome, box, say)
     _run_checks(runner, context, clock, result)
     result.rto = judge("rto", clock.measured_rto(), scenario.objectives.rto, "measured")
     result.conclude()
 
 
-def _run_checks(runner: Runner, context: RunContext, clock: PhaseClock,
-                result: ScenarioResult) -> None:
+def _run_checks(
+    runner: Runner, context: RunContext, clock: PhaseClock, result: ScenarioResult
+) -> None:
     with clock.phase("load"):
         result.checks.extend(runner.load(context))
     _interrupt_point()
@@ -152,16 +171,25 @@ def _check_disk(restic: Restic, snapshot: Snapshot, staging: Path, partial: bool
     needed = restic.restore_size(snapshot)
     free = shutil.disk_usage(staging).free
     if needed is not None and needed * DISK_MARGIN > free:
-        raise PreflightError(f"not enough disk space in {staging.parent}: the restore needs "
-                             f"{format_size(needed)}, {format_size(free)} free")
+        raise PreflightError(
+            f"not enough disk space in {staging.parent}: the restore needs "
+            f"{format_size(needed)}, {format_size(free)} free"
+        )
 
 
-def _sandbox_spec(scenario: ScenarioBase, options: RunOptions, image: str,
-                  restore_root: Path) -> SandboxSpec:
+def _sandbox_spec(
+    scenario: ScenarioBase, options: RunOptions, image: str, restore_root: Path
+) -> SandboxSpec:
     settings = scenario.sandbox
-    return SandboxSpec(image=image, run_id=options.run_id, scenario=scenario.name,
-                       memory_bytes=settings.memory, pids=settings.pids, cpus=settings.cpus,
-                       read_only_mounts={str(restore_root): RESTORE_MOUNT})
+    return SandboxSpec(
+        image=image,
+        run_id=options.run_id,
+        scenario=scenario.name,
+        memory_bytes=settings.memory,
+        pids=settings.pids,
+        cpus=settings.cpus,
+        read_only_mounts={str(restore_root): RESTORE_MOUNT},
+    )
 
 
 def _percent_reporter(say: Callable[[str], None]) -> Callable[[float], None]:

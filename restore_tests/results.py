@@ -83,19 +83,25 @@ class ScenarioResult:
             return
         errors = [check for check in self.checks if check.status == CHECK_ERROR]
         failures = [check for check in self.checks if check.status == CHECK_FAILED]
-        proofs = [check for check in self.checks
-                  if check.proves_data and check.status == CHECK_PASSED]
-        objective_reasons = [reason for reason in (self.rto.failure_reason(),
-                                                   self.rpo.failure_reason()) if reason]
+        proofs = [
+            check for check in self.checks if check.proves_data and check.status == CHECK_PASSED
+        ]
+        objective_reasons = [
+            reason for reason in (self.rto.failure_reason(), self.rpo.failure_reason()) if reason
+        ]
         if errors:
             self.status, self.reason = ERROR, "; ".join(check.reason for check in errors[:2])
         elif failures or objective_reasons:
             reasons = [check.reason for check in failures] + objective_reasons
             self.status, self.reason = FAIL, "; ".join(reasons[:3])
         elif not proofs:
-            self.status, self.reason = FAIL, (
-                "no check proved the data: configure a manifest, checksums, restic_verify or "
-                "an expectation above zero")
+            self.status, self.reason = (
+                FAIL,
+                (
+                    "no check proved the data: configure a manifest, checksums, restic_verify or "
+                    "an expectation above zero"
+                ),
+            )
         else:
             self.status, self.reason = PASS, ""
 

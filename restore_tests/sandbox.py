@@ -62,8 +62,12 @@ class SandboxSpec:
 
     def labels(self) -> dict[str, str]:
         expires = datetime.now(UTC) + self.ttl
-        return {LABEL_MANAGED: "true", LABEL_RUN: self.run_id, LABEL_SCENARIO: self.scenario,
-                LABEL_EXPIRES: expires.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_RUN: self.run_id,
+            LABEL_SCENARIO: self.scenario,
+            LABEL_EXPIRES: expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
 
 
 @dataclass(frozen=True)
@@ -93,12 +97,17 @@ class Sandbox:
             exit_code, (stdout, stderr) = self.container.exec_run(command, demux=True)
         except DockerException as error:
             raise SandboxError(f"sandbox {self.name}: exec failed: {_short(error)}") from error
-        result = ExecResult(exit_code, (stdout or b"").decode(errors="replace"),
-                            (stderr or b"").decode(errors="replace"),
-                            time.monotonic() - started)
+        result = ExecResult(
+            exit_code,
+            (stdout or b"").decode(errors="replace"),
+            (stderr or b"").decode(errors="replace"),
+            time.monotonic() - started,
+        )
         if exit_code in EXEC_NOT_FOUND and "timeout" in result.stdout + result.stderr:
-            raise PreflightError(f"image {self.spec.image} lacks a program needed to run checks "
-                                 f"(coreutils timeout): {result.stderr.strip()[:120]}")
+            raise PreflightError(
+                f"image {self.spec.image} lacks a program needed to run checks "
+                f"(coreutils timeout): {result.stderr.strip()[:120]}"
+            )
         return result
 
 
@@ -108,14 +117,18 @@ def check_image(client: docker.DockerClient, image: str) -> None:
     except ImageNotFound as error:
         raise PreflightError(
             f"sandbox image {image} is not present locally (build it with scripts/setup.sh "
-            "or docker build; images are never pulled)") from error
+            "or docker build; images are never pulled)"
+        ) from error
     except DockerException as error:
         raise EnvironmentUnusable(f"Docker engine unreachable: {_short(error)}") from error
 
 
 @contextmanager
-def sandbox(client: docker.DockerClient, spec: SandboxSpec, keep: bool = False,
-            ) -> Iterator[Sandbox]:
+def sandbox(
+    client: docker.DockerClient,
+    spec: SandboxSpec,
+    keep: bool = False,
+) -> Iterator[Sandbox]:
     """Create and start a hardened container; remove it on exit (unless keep), whatever happens."""
     container = None
     try:
@@ -143,8 +156,9 @@ def _create_arguments(spec: SandboxSpec) -> dict[str, Any]:
         "security_opt": ["no-new-privileges"],
         "read_only": True,
         "tmpfs": {SCRATCH_MOUNT: scratch, "/tmp": scratch, "/run": "rw,nosuid,nodev,size=16m"},
-        "volumes": {host: {"bind": inside, "mode": "ro"}
-                    for host, inside in spec.read_only_mounts.items()},
+        "volumes": {
+            host: {"bind": inside, "mode": "ro"} for host, inside in spec.read_only_mounts.items()
+        },
         "mem_limit": spec.memory_bytes,
         "memswap_limit": spec.memory_bytes,
         "pids_limit": spec.pids,
@@ -171,8 +185,12 @@ class Leftover:
     expires_at: str
 
 
-def prune(client: docker.DockerClient, everything: bool = False, dry_run: bool = False,
-          run_id: str | None = None) -> list[Leftover]:
+def prune(
+    client: docker.DockerClient,
+    everything: bool = False,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> list[Leftover]:
     """Remove managed containers and volumes past their expiry (all of them with everything)."""
     selector = [f"{LABEL_MANAGED}=true"] + ([f"{LABEL_RUN}={run_id}"] if run_id else [])
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -180,15 +198,24 @@ def prune(client: docker.DockerClient, everything: bool = False, dry_run: bool =
     for container in client.containers.list(all=True, filters={"label": selector}):
         labels = container.labels
         if everything or run_id or labels.get(LABEL_EXPIRES, "") <= now:
-            found.append(Leftover("container", container.name, labels.get(LABEL_RUN, ""),
-                                  labels.get(LABEL_EXPIRES, "")))
+            found.append(
+                Leftover(
+                    "container",
+                    container.name,
+                    labels.get(LABEL_RUN, ""),
+                    labels.get(LABEL_EXPIRES, ""),
+                )
+            )
             if not dry_run:
                 remove(container)
     for volume in client.volumes.list(filters={"label": selector}):
         labels = volume.attrs.get("Labels") or {}
         if everything or run_id or labels.get(LABEL_EXPIRES, "") <= now:
-            found.append(Leftover("volume", volume.name, labels.get(LABEL_RUN, ""),
-                                  labels.get(LABEL_EXPIRES, "")))
+            found.append(
+                Leftover(
+                    "volume", volume.name, labels.get(LABEL_RUN, ""), labels.get(LABEL_EXPIRES, "")
+                )
+            )
             if not dry_run:
                 try:
                     volume.remove(force=True)

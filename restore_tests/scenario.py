@@ -37,8 +37,18 @@ SCENARIO_SUFFIXES = (".yaml", ".yml")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Keys that would hold a literal secret. They are never part of the format: a secret is referenced.
 SECRET_KEYS = {
-    "password", "passwd", "secret", "secret_key", "secret_access_key", "aws_secret_access_key",
-    "access_key", "access_key_id", "aws_access_key_id", "token", "session_token", "restic_password",
+    "password",
+    "passwd",
+    "secret",
+    "secret_key",
+    "secret_access_key",
+    "aws_secret_access_key",
+    "access_key",
+    "access_key_id",
+    "aws_access_key_id",
+    "token",
+    "session_token",
+    "restic_password",
 }
 SECRET_HINT = (
     "a literal secret is not allowed in a scenario file; reference it instead with "
@@ -54,15 +64,27 @@ def _duration(value: Any) -> Any:
 
 
 def _size(value: Any) -> Any:
-    return parse_size(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else value
+    return (
+        parse_size(value)
+        if isinstance(value, (str, int)) and not isinstance(value, bool)
+        else value
+    )
 
 
 Duration = Annotated[
     float,
     BeforeValidator(_duration),
     Field(gt=0),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+(\.\d+)?[smhdw])+$",
-                    "examples": ["90s", "15m", "4h", "7d"]}),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?[smhdw])+$"},
+                {"type": "number", "exclusiveMinimum": 0},
+            ],
+            "description": "A duration: 90s, 15m, 4h, 7d, 1h30m, or seconds.",
+            "examples": ["90s", "15m", "4h", "7d"],
+        }
+    ),
 ]
 Size = Annotated[
     int,
@@ -81,12 +103,15 @@ class StrictModel(BaseModel):
 class SnapshotFilter(StrictModel):
     """Pick the newest snapshot that matches every given filter."""
 
-    tags: list[str] = Field(default_factory=list, description="Snapshot has all these tags.",
-                            examples=[["nightly"]])
-    host: str | None = Field(None, description="Snapshot was taken on this host.",
-                             examples=["fs01"])
-    path: str | None = Field(None, description="Snapshot includes this backed-up path.",
-                             examples=["/srv/share"])
+    tags: list[str] = Field(
+        default_factory=list, description="Snapshot has all these tags.", examples=[["nightly"]]
+    )
+    host: str | None = Field(
+        None, description="Snapshot was taken on this host.", examples=["fs01"]
+    )
+    path: str | None = Field(
+        None, description="Snapshot includes this backed-up path.", examples=["/srv/share"]
+    )
 
 
 def _snapshot_branch(value: Any) -> str:
@@ -109,41 +134,63 @@ class ResticSource(StrictModel):
         examples=["/srv/restic/share", "s3:https://s3.example.net/acme-backups/fileshare"],
     )
     password_env: str | None = Field(
-        None, description="Name of the environment variable holding the repository password.",
-        examples=["SHARE_RESTIC_PASSWORD"])
+        None,
+        description="Name of the environment variable holding the repository password.",
+        examples=["SHARE_RESTIC_PASSWORD"],
+    )
     password_file: str | None = Field(
-        None, description="File whose first line is the repository password (relative to the "
-        "scenario file's folder).", examples=["/etc/restore-tests/share.pass"])
+        None,
+        description="File whose first line is the repository password (relative to the "
+        "scenario file's folder).",
+        examples=["/etc/restore-tests/share.pass"],
+    )
     password_command: list[str] | None = Field(
-        None, description="Program (argv list) that prints the password on stdout.",
-        examples=[["pass", "show", "backups/share"]])
+        None,
+        description="Program (argv list) that prints the password on stdout.",
+        examples=[["pass", "show", "backups/share"]],
+    )
     env_from: list[str] = Field(
-        default_factory=list, description="Environment variables passed to restic only (S3 "
+        default_factory=list,
+        description="Environment variables passed to restic only (S3 "
         "credentials, for instance); never stored. For s3: repositories the standard AWS "
         "variables are passed when set, without being listed.",
-        examples=[["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]])
+        examples=[["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]],
+    )
     snapshot: SnapshotSelector = Field(
-        "latest", description="'latest', a snapshot id or id prefix, or a filter "
+        "latest",
+        description="'latest', a snapshot id or id prefix, or a filter "
         "{tags, host, path} (the newest match).",
-        examples=["latest", "4f2c1a9e", {"tags": ["nightly"], "host": "fs01"}])
+        examples=["latest", "4f2c1a9e", {"tags": ["nightly"], "host": "fs01"}],
+    )
     include: list[str] = Field(
-        default_factory=list, description="Restore only these paths of the snapshot (a sample).",
-        examples=[["/data/compta"]])
+        default_factory=list,
+        description="Restore only these paths of the snapshot (a sample).",
+        examples=[["/data/compta"]],
+    )
     restic_binary: str | None = Field(
-        None, description="restic program to use (else $RESTIC_BINARY, else restic on PATH).",
-        examples=["/usr/local/bin/restic-0.18"])
+        None,
+        description="restic program to use (else $RESTIC_BINARY, else restic on PATH).",
+        examples=["/usr/local/bin/restic-0.18"],
+    )
 
     @model_validator(mode="after")
     def _one_password_reference(self) -> ResticSource:
-        given = [name for name in ("password_env", "password_file", "password_command")
-                 if getattr(self, name) is not None]
+        given = [
+            name
+            for name in ("password_env", "password_file", "password_command")
+            if getattr(self, name) is not None
+        ]
         if len(given) != 1:
-            raise ValueError("give exactly one of password_env, password_file, password_command"
-                             + (f" (got {', '.join(given)})" if given else ""))
+            raise ValueError(
+                "give exactly one of password_env, password_file, password_command"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
         for name in [self.password_env or "", *self.env_from]:
             if name and not ENV_NAME.match(name):
-                raise ValueError(f"{name!r} is not an environment variable name; reference the "
-                                 "variable by its name, never write the secret itself")
+                raise ValueError(
+                    f"{name!r} is not an environment variable name; reference the "
+                    "variable by its name, never write the secret itself"
+                )
         if self.password_command is not None and not self.password_command:
             raise ValueError("password_command needs a program")
         return self
@@ -159,41 +206,59 @@ Source = Annotated[ResticSource, Field(discriminator="type")]
 class Objectives(StrictModel):
     """Recovery objectives; each one is judged when given."""
 
-    rto: Duration | None = Field(None, description="Recovery time objective: fetch + sandbox + "
-                                 "load + verify must take at most this long.", examples=["15m"])
-    rpo: Duration | None = Field(None, description="Recovery point objective: the restored "
-                                 "snapshot may be at most this old.", examples=["26h"])
+    rto: Duration | None = Field(
+        None,
+        description="Recovery time objective: fetch + sandbox + "
+        "load + verify must take at most this long.",
+        examples=["15m"],
+    )
+    rpo: Duration | None = Field(
+        None,
+        description="Recovery point objective: the restored snapshot may be at most this old.",
+        examples=["26h"],
+    )
 
 
 class SandboxSettings(StrictModel):
     """The isolated container the restored data is opened in (no network, no capabilities)."""
 
-    image: str | None = Field(None, description="Docker image (built locally; the kind's "
-                              "default when omitted).", examples=["restore-tests/sandbox:bookworm"])
+    image: str | None = Field(
+        None,
+        description="Docker image (built locally; the kind's default when omitted).",
+        examples=["restore-tests/sandbox:bookworm"],
+    )
     memory: Size = Field(512 * 1024**2, description="Memory limit.", examples=["512m", "2g"])
     pids: int = Field(256, ge=16, description="Maximum number of processes.")
     cpus: float = Field(1.0, gt=0, description="CPU limit in cores.")
     commands: list[Annotated[list[str], Field(min_length=1)]] = Field(
-        default_factory=list, description="Checks run inside the sandbox (argv lists); the "
+        default_factory=list,
+        description="Checks run inside the sandbox (argv lists); the "
         "restored data is at /restore, read-only. Each must exit 0.",
-        examples=[[["sh", "-c", "find /restore -name '*.zip' -exec unzip -tq {} +"]]])
-    command_timeout: Duration = Field(600.0, description="Time limit of each command.",
-                                      examples=["10m"])
+        examples=[[["sh", "-c", "find /restore -name '*.zip' -exec unzip -tq {} +"]]],
+    )
+    command_timeout: Duration = Field(
+        600.0, description="Time limit of each command.", examples=["10m"]
+    )
 
 
 class ScenarioBase(StrictModel):
     """What every scenario has, whatever its kind."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                      description="Unique name, used on the command line and in the history.",
-                      examples=["file-share"])
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Unique name, used on the command line and in the history.",
+        examples=["file-share"],
+    )
     description: str = Field("", description="What this backup is, for the report.")
     kind: str = Field(description="What is restored; decides the verify section.")
-    tags: list[str] = Field(default_factory=list, description="Labels to select scenarios "
-                            "with --tag.", examples=[["quarterly", "client-acme"]])
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Labels to select scenarios with --tag.",
+        examples=[["quarterly", "client-acme"]],
+    )
     source: Source
-    objectives: Objectives = Field(default_factory=Objectives)
-    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
+    objectives: Objectives = Field(default_factory=lambda: Objectives())
+    sandbox: SandboxSettings = Field(default_factory=lambda: SandboxSettings())
 
     _origin: Origin | None = PrivateAttr(None)
 
@@ -224,13 +289,16 @@ def scenario_model(kind: str) -> type[ScenarioBase]:
     from runners import RUNNERS
 
     runner = RUNNERS[kind]
-    return _scenario_model_cache.setdefault(kind, create_model(
-        f"{runner.__name__.removesuffix('Runner')}Scenario",
-        __base__=ScenarioBase,
-        __doc__=runner.__doc__,
-        kind=(Literal[kind], Field(description="What is restored.")),  # type: ignore[valid-type]
-        verify=(runner.verify_model, Field(description="Checks run on the restored data.")),
-    ))
+    return _scenario_model_cache.setdefault(
+        kind,
+        create_model(
+            f"{runner.__name__.removesuffix('Runner')}Scenario",
+            __base__=ScenarioBase,
+            __doc__=runner.__doc__,
+            kind=(Literal[kind], Field(description="What is restored.")),  # type: ignore[arg-type]
+            verify=(runner.verify_model, Field(description="Checks run on the restored data.")),
+        ),
+    )
 
 
 _scenario_model_cache: dict[str, type[ScenarioBase]] = {}
@@ -241,8 +309,9 @@ def json_schema() -> dict[str, Any]:
     from runners import RUNNERS
 
     models = tuple(scenario_model(kind) for kind in RUNNERS)
-    union: Any = models[0] if len(models) == 1 else Annotated[
-        models, Field(discriminator="kind")]  # pragma: no cover - one kind today
+    union: Any = (
+        models[0] if len(models) == 1 else Annotated[models, Field(discriminator="kind")]
+    )  # pragma: no cover - one kind today
     schema = TypeAdapter(union).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "restore-tests scenario"
@@ -269,9 +338,15 @@ def load_paths(paths: Iterable[str | Path]) -> list[ScenarioBase]:
     for scenario in scenarios:
         first = seen.setdefault(scenario.name, scenario)
         if first is not scenario:
-            problems.append(Problem(str(scenario.origin.path), scenario.origin.line, "name",
-                                    f"duplicate scenario name {scenario.name!r} (also in "
-                                    f"{first.origin.path}:{first.origin.line})"))
+            problems.append(
+                Problem(
+                    str(scenario.origin.path),
+                    scenario.origin.line,
+                    "name",
+                    f"duplicate scenario name {scenario.name!r} (also in "
+                    f"{first.origin.path}:{first.origin.line})",
+                )
+            )
     if problems:
         raise ScenarioError(problems)
     return scenarios
@@ -282,8 +357,9 @@ def _scenario_files(paths: Iterable[str | Path], problems: list[Problem]) -> lis
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in SCENARIO_SUFFIXES
-                           and p.is_file())
+            found = sorted(
+                p for p in path.rglob("*") if p.suffix in SCENARIO_SUFFIXES and p.is_file()
+            )
             if not found:
                 problems.append(Problem(str(path), None, "", "no scenario files (*.yaml) here"))
             files.extend(found)
@@ -310,8 +386,8 @@ def load_file(path: Path) -> list[ScenarioBase]:
     problems: list[Problem] = []
     scenarios: list[ScenarioBase] = []
     for node in documents:
-        if node is None:
-            continue
+        if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
+            continue  # an empty document (a trailing or doubled ---)
         lines: dict[tuple[Any, ...], int] = {}
         _record_lines(node, (), lines, problems, path)
         data = yaml.SafeLoader(text).construct_document(node)  # plain data, same node tree
@@ -325,24 +401,33 @@ def load_file(path: Path) -> list[ScenarioBase]:
     return scenarios
 
 
-def _record_lines(node: yaml.Node, at: tuple[Any, ...], lines: dict[tuple[Any, ...], int],
-                  problems: list[Problem], path: Path) -> None:
+def _record_lines(
+    node: yaml.Node,
+    at: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    problems: list[Problem],
+    path: Path,
+) -> None:
     lines[at] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value
-            if at + (key,) in lines:
-                problems.append(Problem(str(path), key_node.start_mark.line + 1,
-                                        _field(at + (key,)), "duplicate key"))
-            _record_lines(value_node, at + (key,), lines, problems, path)
-            lines[at + (key,)] = key_node.start_mark.line + 1
+            if (*at, key) in lines:
+                problems.append(
+                    Problem(
+                        str(path), key_node.start_mark.line + 1, _field((*at, key)), "duplicate key"
+                    )
+                )
+            _record_lines(value_node, (*at, key), lines, problems, path)
+            lines[(*at, key)] = key_node.start_mark.line + 1
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
-            _record_lines(item, at + (index,), lines, problems, path)
+            _record_lines(item, (*at, index), lines, problems, path)
 
 
-def _validate(data: Any, path: Path, lines: dict[tuple[Any, ...], int],
-              problems: list[Problem]) -> ScenarioBase | None:
+def _validate(
+    data: Any, path: Path, lines: dict[tuple[Any, ...], int], problems: list[Problem]
+) -> ScenarioBase | None:
     from runners import RUNNERS
 
     def problem(at: tuple[Any, ...], message: str) -> None:
@@ -356,15 +441,18 @@ def _validate(data: Any, path: Path, lines: dict[tuple[Any, ...], int],
         problem(at, SECRET_HINT)
     kind = data.get("kind")
     if kind not in RUNNERS:
-        problem(("kind",) if "kind" in data else (),
-                f"unknown kind {kind!r}; expected one of: {', '.join(RUNNERS)}" if kind
-                else f"required field 'kind' is missing; expected one of: {', '.join(RUNNERS)}")
+        problem(
+            ("kind",) if "kind" in data else (),
+            f"unknown kind {kind!r}; expected one of: {', '.join(RUNNERS)}"
+            if kind
+            else f"required field 'kind' is missing; expected one of: {', '.join(RUNNERS)}",
+        )
         return None
     try:
         scenario = scenario_model(kind).model_validate(data)
     except ValidationError as error:
         for item in error.errors():
-            at = _data_path(data, item["loc"])
+            at = _data_path(data, item["loc"], item["type"] in ("missing", "extra_forbidden"))
             if item["type"] == "extra_forbidden" and at in secrets:
                 continue
             problem(at, _message(item, data, at))
@@ -378,26 +466,29 @@ def _literal_secrets(data: Any, at: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(key, str) and key.lower() in SECRET_KEYS:
-                found.append(at + (key,))
-            found.extend(_literal_secrets(value, at + (key,)))
+                found.append((*at, key))
+            found.extend(_literal_secrets(value, (*at, key)))
     elif isinstance(data, list):
         for index, item in enumerate(data):
-            found.extend(_literal_secrets(item, at + (index,)))
+            found.extend(_literal_secrets(item, (*at, index)))
     return found
 
 
-def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Pydantic's error location minus union tags: the path as written in the file."""
+def _data_path(data: Any, loc: tuple[Any, ...], names_a_field: bool) -> tuple[Any, ...]:
+    """Pydantic's error location minus union tags: the path as written in the file.
+
+    The last element is kept when it is absent from the data only if it names a field (a
+    missing or an unknown one); otherwise it is a union tag such as `restic`.
+    """
     at: list[Any] = []
     current = data
     for index, part in enumerate(loc):
-        if isinstance(current, dict) and part in current:
+        if (isinstance(current, dict) and part in current) or (
+            isinstance(current, list) and isinstance(part, int) and part < len(current)
+        ):
             current = current[part]
             at.append(part)
-        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
-            current = current[part]
-            at.append(part)
-        elif index == len(loc) - 1 and isinstance(current, dict) and isinstance(part, str):
+        elif names_a_field and index == len(loc) - 1 and isinstance(part, str):
             at.append(part)  # a missing field: name it
     return tuple(at)
 
@@ -409,6 +500,8 @@ def _message(item: Any, data: Any, at: tuple[Any, ...]) -> str:
     if kind == "extra_forbidden":
         return "unknown field"
     message = str(item["msg"])
+    if kind == "string_type" and isinstance(item.get("input"), (int, float)):
+        return f"expected text; write it in quotes: '{item['input']}'"
     return message.removeprefix("Value error, ")
 
 
@@ -435,8 +528,10 @@ def resolve_paths(scenario: ScenarioBase) -> ScenarioBase:
     folder = scenario.origin.folder
     source = scenario.source
     changes: dict[str, Any] = {}
-    if source.is_local and not source.repository.startswith("local:"):
-        changes["repository"] = str(folder / Path(source.repository).expanduser())
+    if source.is_local:
+        prefix = "local:" if source.repository.startswith("local:") else ""
+        location = Path(source.repository.removeprefix(prefix)).expanduser()
+        changes["repository"] = prefix + str(folder / location)
     if source.password_file:
         changes["password_file"] = str(folder / Path(source.password_file).expanduser())
     if source.restic_binary and "/" in source.restic_binary:
@@ -464,13 +559,37 @@ def find_scenarios(arguments: list[str], folder: Path) -> list[ScenarioBase]:
             by_name = {}
             for file in _scenario_files([folder], problems) if folder.is_dir() else []:
                 try:
-                    by_name.update({s.name: s for s in load_file(file)})
+                    for scenario in load_file(file):
+                        first = by_name.setdefault(scenario.name, scenario)
+                        if first is not scenario:
+                            problems.append(
+                                Problem(
+                                    str(file),
+                                    scenario.origin.line,
+                                    "name",
+                                    f"duplicate scenario name {scenario.name!r} (also in "
+                                    f"{first.origin.path}:{first.origin.line})",
+                                )
+                            )
                 except ScenarioError as error:
                     problems.extend(error.problems)
+        duplicated = [
+            p for p in problems if p.message.startswith(f"duplicate scenario name {argument!r}")
+        ]
+        if duplicated:
+            raise ScenarioError(duplicated)
         if argument not in by_name:
             known = ", ".join(sorted(by_name)) or "none"
-            raise ScenarioError([*problems, Problem(
-                argument, None, "", f"no such file, and no scenario of that name in {folder} "
-                f"(known: {known})")])
+            raise ScenarioError(
+                [
+                    *problems,
+                    Problem(
+                        argument,
+                        None,
+                        "",
+                        f"no such file, and no scenario of that name in {folder} (known: {known})",
+                    ),
+                ]
+            )
         found.append(by_name[argument])
     return found

@@ -19,7 +19,7 @@ RTO_PHASES = ("fetch", "sandbox", "load", "verify")
 
 def parse_duration(text: str) -> float:
     """'90s', '15m', '4h', '7d', '1h30m' -> seconds. Raises ValueError with the accepted forms."""
-    compact = text.strip().lower().replace(" ", "")
+    compact = text.strip()
     parts = _DURATION.findall(compact)
     if not compact or "".join(number + unit for number, unit in parts) != compact:
         raise ValueError(f"{text!r} is not a duration; write it like 90s, 15m, 4h, 7d or 1h30m")
@@ -41,11 +41,13 @@ def format_duration(seconds: float | None) -> str:
     """Seconds -> the shortest human form: 0.4s, 41s, 4m12s, 3h12m, 2d4h."""
     if seconds is None:
         return "-"
-    if seconds < 10:
+    if seconds < 9.95:
         return f"{seconds:.1f}s"
     total = round(seconds)
     for unit, size, smaller, smaller_size, shown_from in (
-        ("d", 86400, "h", 3600, 2 * 86400), ("h", 3600, "m", 60, 3600), ("m", 60, "s", 1, 60)
+        ("d", 86400, "h", 3600, 2 * 86400),
+        ("h", 3600, "m", 60, 3600),
+        ("m", 60, "s", 1, 60),
     ):
         if total >= shown_from:
             major, rest = divmod(total, size)

@@ -76,12 +76,17 @@ def restore_check(outcome: RestoreOutcome, snapshot: Snapshot) -> Check:
         "restic restore",
         f"restic could not restore {len(paths)} file{'s' if len(paths) != 1 else ''} "
         f"(damaged data): {name_list(paths)} (snapshot {snapshot.short_id})",
-        expected="no errors", observed=f"{len(paths)} damaged",
-        detail=f"first error: {first_reason}")
+        expected="no errors",
+        observed=f"{len(paths)} damaged",
+        detail=f"first error: {first_reason}",
+    )
 
 
-def sandbox_command_checks(context: RunContext, commands: list[list[str]], timeout: float,
-                           ) -> list[Check]:
+def sandbox_command_checks(
+    context: RunContext,
+    commands: list[list[str]],
+    timeout: float,
+) -> list[Check]:
     """The scenario's own checks, run inside the sandbox; each must exit 0."""
     checks = []
     for argv in commands:
@@ -90,12 +95,19 @@ def sandbox_command_checks(context: RunContext, commands: list[list[str]], timeo
         result = context.sandbox.exec(argv, timeout)
         output = (result.stdout + result.stderr).strip()
         if result.exit_code == 0:
-            checks.append(Check.passed(name, expected="exit 0", observed="exit 0",
-                                       detail=output[-2000:]))
+            checks.append(
+                Check.passed(name, expected="exit 0", observed="exit 0", detail=output[-2000:])
+            )
         else:
             killed = " (killed: time limit)" if result.exit_code == 137 else ""
             last = output.splitlines()[-1] if output else "no output"
-            checks.append(Check.failed(
-                name, f"sandbox command {argv[0]} exited {result.exit_code}{killed}: {last}",
-                expected="exit 0", observed=f"exit {result.exit_code}", detail=output[-2000:]))
+            checks.append(
+                Check.failed(
+                    name,
+                    f"sandbox command {argv[0]} exited {result.exit_code}{killed}: {last}",
+                    expected="exit 0",
+                    observed=f"exit {result.exit_code}",
+                    detail=output[-2000:],
+                )
+            )
     return checks

@@ -27,12 +27,17 @@ def _absolute(path: str) -> str:
 class Expect(StrictModel):
     """Expectations on the restored tree."""
 
-    min_files: int | None = Field(None, ge=0, description="At least this many files restored.",
-                                  examples=[1000])
-    min_bytes: Size | None = Field(None, description="At least this many bytes restored.",
-                                   examples=["1g"])
-    paths: list[str] = Field(default_factory=list, description="Paths (as in the snapshot) that "
-                             "must be present.", examples=[["/data/compta/ledger.xlsx"]])
+    min_files: int | None = Field(
+        None, ge=0, description="At least this many files restored.", examples=[1000]
+    )
+    min_bytes: Size | None = Field(
+        None, description="At least this many bytes restored.", examples=["1g"]
+    )
+    paths: list[str] = Field(
+        default_factory=list,
+        description="Paths (as in the snapshot) that must be present.",
+        examples=[["/data/compta/ledger.xlsx"]],
+    )
 
     @field_validator("paths")
     @classmethod
@@ -44,16 +49,27 @@ class FilesVerify(StrictModel):
     """Checks on restored files. Every file named in a manifest is hashed, never trusted."""
 
     manifest: str | None = Field(
-        None, description="A sha256sum-format file inside the snapshot; its entries are "
+        None,
+        description="A sha256sum-format file inside the snapshot; its entries are "
         "relative to its own folder, as `sha256sum -c` reads them.",
-        examples=["/data/compta/SHA256SUMS"])
+        examples=["/data/compta/SHA256SUMS"],
+    )
     checksums: dict[str, str] = Field(
-        default_factory=dict, description="A few canary files: snapshot path -> sha256.",
-        examples=[{"/data/compta/ledger.xlsx": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c"
-                   "d15d6c15b0f00a08"}])
-    restic_verify: bool = Field(False, description="Also run restic restore --verify (restic "
-                                "re-reads every restored file against the repository).")
-    expect: Expect = Field(default_factory=Expect)
+        default_factory=dict,
+        description="A few canary files: snapshot path -> sha256.",
+        examples=[
+            {
+                "/data/compta/ledger.xlsx": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c"
+                "d15d6c15b0f00a08"
+            }
+        ],
+    )
+    restic_verify: bool = Field(
+        False,
+        description="Also run restic restore --verify (restic "
+        "re-reads every restored file against the repository).",
+    )
+    expect: Expect = Field(default_factory=lambda: Expect())
 
     @field_validator("manifest")
     @classmethod
@@ -83,8 +99,13 @@ class FilesRunner(Runner):
         verify: FilesVerify = context.verify
         checks = [restore_check(context.restore_outcome, context.snapshot)]
         if verify.restic_verify and not context.restore_outcome.damaged:
-            checks.append(Check.passed("restic --verify", proves_data=True,
-                                       observed="restored content matches the repository"))
+            checks.append(
+                Check.passed(
+                    "restic --verify",
+                    proves_data=True,
+                    observed="restored content matches the repository",
+                )
+            )
         context.progress("walking the restored tree")
         tree = checksums.tree_stats(context.restore_root)
         context.files, context.bytes = tree.files, tree.bytes
@@ -95,8 +116,11 @@ class FilesRunner(Runner):
             checks.append(self._checksums_check(context, verify.checksums))
         checks.extend(self._expect_checks(context, verify.expect, tree))
         checks.append(self._sandbox_count_check(context, tree.files))
-        checks.extend(sandbox_command_checks(context, context.scenario.sandbox.commands,
-                                             context.scenario.sandbox.command_timeout))
+        checks.extend(
+            sandbox_command_checks(
+                context, context.scenario.sandbox.commands, context.scenario.sandbox.command_timeout
+            )
+        )
         return checks
 
     def _manifest_check(self, context: RunContext, manifest: str) -> Check:
@@ -105,19 +129,28 @@ class FilesRunner(Runner):
         label = os.path.basename(manifest)
         if not location.is_file():
             top = sorted("/" + entry.name for entry in context.restore_root.iterdir())
-            return Check.failed(name, f"manifest {manifest} is not in the restored data "
-                                f"(snapshot {context.snapshot.short_id} holds "
-                                f"{name_list(top) or 'nothing'})")
-        parsed = checksums.parse_manifest(location.read_text(encoding="utf-8",
-                                                             errors="surrogateescape"))
+            return Check.failed(
+                name,
+                f"manifest {manifest} is not in the restored data "
+                f"(snapshot {context.snapshot.short_id} holds "
+                f"{name_list(top) or 'nothing'})",
+            )
+        parsed = checksums.parse_manifest(
+            location.read_text(encoding="utf-8", errors="surrogateescape")
+        )
         if parsed.malformed_lines:
-            return Check.failed(name, f"{label} has {len(parsed.malformed_lines)} malformed "
-                                f"lines (first: line {parsed.malformed_lines[0]})")
+            return Check.failed(
+                name,
+                f"{label} has {len(parsed.malformed_lines)} malformed "
+                f"lines (first: line {parsed.malformed_lines[0]})",
+            )
         if not parsed.entries:
             return Check.failed(name, f"{label} has no entries: it proves nothing")
         folder = os.path.relpath(location.parent, context.restore_root)
-        expected = [(os.path.normpath(os.path.join(folder, entry.path)), entry.sha256)
-                    for entry in parsed.entries]
+        expected = [
+            (os.path.normpath(os.path.join(folder, entry.path)), entry.sha256)
+            for entry in parsed.entries
+        ]
         result = checksums.verify(context.restore_root, expected)
         extra = _extra_files(location, {path for path, _ in expected}, context.restore_root)
         return _hash_check(name, label, result, context, extra)
@@ -127,60 +160,92 @@ class FilesRunner(Runner):
         result = checksums.verify(context.restore_root, expected)
         return _hash_check("checksums", "the checksums", result, context, [])
 
-    def _expect_checks(self, context: RunContext, expect: Expect,
-                       tree: checksums.TreeStats) -> list[Check]:
+    def _expect_checks(
+        self, context: RunContext, expect: Expect, tree: checksums.TreeStats
+    ) -> list[Check]:
         checks = []
         if expect.paths:
-            missing = [path for path in expect.paths
-                       if not os.path.lexists(context.host_path(path))]
-            checks.append(Check.failed(
-                "expected paths", f"{len(missing)} expected path{'s' if len(missing) > 1 else ''}"
-                f" missing: {name_list(missing)}", expected=str(len(expect.paths)),
-                observed=str(len(expect.paths) - len(missing))) if missing else Check.passed(
-                "expected paths", expected=str(len(expect.paths)),
-                observed=str(len(expect.paths))))
-        for label, minimum, observed in (("files", expect.min_files, tree.files),
-                                         ("bytes", expect.min_bytes, tree.bytes)):
+            missing = [
+                path for path in expect.paths if not os.path.lexists(context.host_path(path))
+            ]
+            checks.append(
+                Check.failed(
+                    "expected paths",
+                    f"{len(missing)} expected path{'s' if len(missing) > 1 else ''}"
+                    f" missing: {name_list(missing)}",
+                    expected=str(len(expect.paths)),
+                    observed=str(len(expect.paths) - len(missing)),
+                )
+                if missing
+                else Check.passed(
+                    "expected paths",
+                    expected=str(len(expect.paths)),
+                    observed=str(len(expect.paths)),
+                )
+            )
+        for label, minimum, observed in (
+            ("files", expect.min_files, tree.files),
+            ("bytes", expect.min_bytes, tree.bytes),
+        ):
             if minimum is None:
                 continue
-            check = Check.passed if observed >= minimum else Check.failed
-            reason = "" if observed >= minimum else \
-                f"{observed:,} {label} restored, expected at least {minimum:,}"
-            fields = {"expected": f">= {minimum}", "observed": str(observed),
-                      "proves_data": minimum > 0}
-            checks.append(check(f"min {label}", **fields) if not reason
-                          else check(f"min {label}", reason, **fields))
+            if observed >= minimum:
+                check = Check.passed(f"min {label}")
+            else:
+                check = Check.failed(
+                    f"min {label}", f"{observed:,} {label} restored, expected at least {minimum:,}"
+                )
+            check.expected, check.observed = f">= {minimum}", str(observed)
+            check.proves_data = minimum > 0
+            checks.append(check)
         return checks
 
     def _sandbox_count_check(self, context: RunContext, host_files: int) -> Check:
         name = "sandbox file count"
         context.progress("counting files inside the sandbox")
-        result = context.sandbox.exec(["find", RESTORE_MOUNT, "-type", "f", "-printf", "."],
-                                      COUNT_TIMEOUT_SECONDS)
+        result = context.sandbox.exec(
+            ["find", RESTORE_MOUNT, "-type", "f", "-printf", "."], COUNT_TIMEOUT_SECONDS
+        )
         if result.exit_code != 0:
-            return Check.error(name, f"could not count files inside the sandbox: "
-                               f"{(result.stderr.strip() or 'exit ' + str(result.exit_code))}"[:300])
+            return Check.error(
+                name,
+                f"could not count files inside the sandbox: "
+                f"{(result.stderr.strip() or 'exit ' + str(result.exit_code))}"[:300],
+            )
         seen = len(result.stdout.strip())
         if seen != host_files:
-            return Check.failed(name, f"the sandbox sees {seen:,} files, the host restored "
-                                f"{host_files:,}", expected=str(host_files), observed=str(seen))
+            return Check.failed(
+                name,
+                f"the sandbox sees {seen:,} files, the host restored {host_files:,}",
+                expected=str(host_files),
+                observed=str(seen),
+            )
         return Check.passed(name, expected=str(host_files), observed=str(seen))
 
 
-def _hash_check(name: str, label: str, result: checksums.Verification, context: RunContext,
-                extra: list[str]) -> Check:
-    fields = {"expected": f"{result.checked} files match", "observed": f"{result.matched} match",
-              "proves_data": True}
-    detail = f"{len(extra)} files in the folder are not in the manifest: {name_list(extra)}" \
-        if extra else ""
+def _hash_check(
+    name: str, label: str, result: checksums.Verification, context: RunContext, extra: list[str]
+) -> Check:
+    fields = {
+        "expected": f"{result.checked} files match",
+        "observed": f"{result.matched} match",
+        "proves_data": True,
+    }
+    detail = (
+        f"{len(extra)} files in the folder are not in the manifest: {name_list(extra)}"
+        if extra
+        else ""
+    )
     context.hashed_files = (context.hashed_files or 0) + result.matched
     context.hashed_bytes = (context.hashed_bytes or 0) + result.bytes_hashed
     if result.ok:
         return Check.passed(name, detail=detail, **fields)
     parts = []
     if result.differing:
-        parts.append(f"{len(result.differing)} file{'s' if len(result.differing) > 1 else ''} "
-                     f"differ from {label}: {name_list(result.differing)}")
+        parts.append(
+            f"{len(result.differing)} file{'s' if len(result.differing) > 1 else ''} "
+            f"differ from {label}: {name_list(result.differing)}"
+        )
     if result.missing:
         parts.append(f"{len(result.missing)} missing: {name_list(result.missing)}")
     if result.unreadable:
@@ -193,5 +258,8 @@ def _extra_files(manifest: Path, listed: set[str], root: Path) -> list[str]:
     folder = os.path.relpath(manifest.parent, root)
     own = os.path.normpath(os.path.relpath(manifest, root))
     prefix = "" if folder == "." else folder + "/"
-    return sorted(prefix + path for path, _ in checksums.walk_files(manifest.parent)
-                  if prefix + path not in listed and prefix + path != own)
+    return sorted(
+        prefix + path
+        for path, _ in checksums.walk_files(manifest.parent)
+        if prefix + path not in listed and prefix + path != own
+    )

@@ -29,6 +29,13 @@ cd "$ROOT"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root"
 
+# One setup at a time (two concurrent runs would race on apt, dockerd and the image).
+exec 9>/var/lock/restore-tests-setup.lock
+if ! flock -n 9; then
+    log "another setup.sh is running: waiting for it"
+    flock 9
+fi
+
 export DEBIAN_FRONTEND=noninteractive
 MIRROR=${RESTORE_TESTS_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 OPT_BIN=/opt/restore-tests/bin
@@ -224,7 +231,8 @@ step_docker() {
         command -v dockerd >/dev/null 2>&1 || die "dockerd not found"
         log "starting dockerd (log: /var/log/dockerd.log)"
         # setsid: keep the daemon out of this script's process group / session.
-        setsid nohup dockerd </dev/null >/var/log/dockerd.log 2>&1 &
+        # 9>&-: the daemon must not inherit (and so hold forever) the setup lock.
+        setsid nohup dockerd </dev/null >/var/log/dockerd.log 2>&1 9>&- &
     fi
     local i
     for i in $(seq 1 40); do
@@ -247,6 +255,9 @@ step_docker() {
 IMAGE_TMP=
 cleanup_image_tmp() {
     if [ -n "$IMAGE_TMP" ] && [ -d "$IMAGE_TMP" ]; then
+        # A failed debootstrap can leave /proc or /sys mounted inside the target.
+        awk -v p="$IMAGE_TMP/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
+            while read -r m; do umount -l "$m" || true; done
         rm -rf --one-file-system "$IMAGE_TMP"
     fi
 }

@@ -88,13 +88,19 @@ def make_tree(root: Path, files: int = 40, large: int = 2) -> Path:
     return root / "data"
 
 
-def restic(binary: str, repository: str, *args: str, env: dict[str, str] | None = None,
-           check: bool = True) -> subprocess.CompletedProcess[str]:
-    environment = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
-                   "RESTIC_PASSWORD": PASSWORD, "RESTIC_REPOSITORY": repository,
-                   **(env or {})}
-    return subprocess.run([binary, "--no-cache", *args], capture_output=True, text=True,
-                          env=environment, check=check)
+def restic(
+    binary: str, repository: str, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "RESTIC_PASSWORD": PASSWORD,
+        "RESTIC_REPOSITORY": repository,
+        **(env or {}),
+    }
+    return subprocess.run(
+        [binary, "--no-cache", *args], capture_output=True, text=True, env=environment, check=check
+    )
 
 
 @dataclass
@@ -114,18 +120,28 @@ class Repository:
 
 
 @pytest.fixture(scope="session")
-def repository_template(restic_binary: str, tmp_path_factory: pytest.TempPathFactory,
-                        ) -> Repository:
+def repository_template(
+    restic_binary: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Repository:
     """One initialised repository per restic version; tests get copies (init costs ~3 s)."""
     base = tmp_path_factory.mktemp("template")
     source_root = base / "source"
     make_tree(source_root)
     path = base / "repo"
     restic(restic_binary, str(path), "init")
-    subprocess.run([restic_binary, "--no-cache", "backup", "--tag", "nightly", "--host", "fs01",
-                    "data"], cwd=source_root, check=True, capture_output=True,
-                   env={"PATH": os.environ["PATH"], "RESTIC_PASSWORD": PASSWORD,
-                        "RESTIC_REPOSITORY": str(path), "HOME": os.environ.get("HOME", "/")})
+    subprocess.run(
+        [restic_binary, "--no-cache", "backup", "--tag", "nightly", "--host", "fs01", "data"],
+        cwd=source_root,
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "RESTIC_PASSWORD": PASSWORD,
+            "RESTIC_REPOSITORY": str(path),
+            "HOME": os.environ.get("HOME", "/"),
+        },
+    )
     listed = restic(restic_binary, str(path), "snapshots", "--json").stdout
     import json
 
@@ -138,8 +154,12 @@ def repository(repository_template: Repository, tmp_path: Path) -> Repository:
     """A private copy of the template repository, free to damage."""
     copy = tmp_path / "repo"
     shutil.copytree(repository_template.path, copy)
-    return Repository(copy, repository_template.binary, repository_template.snapshot_id,
-                      repository_template.source_root)
+    return Repository(
+        copy,
+        repository_template.binary,
+        repository_template.snapshot_id,
+        repository_template.source_root,
+    )
 
 
 def free_port() -> int:
@@ -171,9 +191,23 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     root = tmp_path_factory.mktemp("s3")
     port = free_port()
     process = subprocess.Popen(
-        [find_rclone(), "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key",
-         f"{S3_KEY},{S3_SECRET}", "--config", "/dev/null", "--dir-cache-time", "2s", str(root)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        [
+            find_rclone(),
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{S3_KEY},{S3_SECRET}",
+            "--config",
+            "/dev/null",
+            "--dir-cache-time",
+            "2s",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -209,12 +243,19 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> CliResult:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> CliResult:
     """The real command line in a child process, as a user or a timer runs it."""
     environment = {**os.environ, **(env or {})}
-    completed = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], capture_output=True,
-                               text=True, env=environment, cwd=cwd, timeout=timeout)
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=cwd,
+        timeout=timeout,
+    )
     return CliResult(completed.returncode, completed.stdout, completed.stderr)
 
 
@@ -234,16 +275,28 @@ def write_scenario(folder: Path, name: str, repository: str, **sections: str) ->
 
 def managed_containers() -> list[str]:
     completed = subprocess.run(
-        ["docker", "ps", "-a", "--filter", "label=restore-tests.managed=true", "--format",
-         "{{.Names}}"], capture_output=True, text=True, check=True)
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            "label=restore-tests.managed=true",
+            "--format",
+            "{{.Names}}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return completed.stdout.split()
 
 
 def assert_no_leftovers() -> None:
     """No sandbox container, no staging directory of any run remains."""
     work = Path(os.environ["RESTORE_TESTS_WORK_DIR"])
-    assert list(work.iterdir()) == [] if work.exists() else True, \
+    assert list(work.iterdir()) == [] if work.exists() else True, (
         f"staging left behind: {list(work.iterdir())}"
+    )
     assert managed_containers() == [], "sandbox containers left behind"
 
 

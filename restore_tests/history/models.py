@@ -27,8 +27,9 @@ class Drill(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
-    results: Mapped[list[Result]] = relationship(back_populates="drill",
-                                                 cascade="all, delete-orphan")
+    results: Mapped[list[Result]] = relationship(
+        back_populates="drill", cascade="all, delete-orphan"
+    )
 
 
 class Result(Base):
@@ -61,10 +62,12 @@ class Result(Base):
     rpo_basis: Mapped[str] = mapped_column(String(32), default="")
     kept: Mapped[str] = mapped_column(Text, default="")
     drill: Mapped[Drill] = relationship(back_populates="results")
-    phases: Mapped[list[Phase]] = relationship(cascade="all, delete-orphan",
-                                               order_by="Phase.position")
-    checks: Mapped[list[CheckRow]] = relationship(cascade="all, delete-orphan",
-                                                  order_by="CheckRow.position")
+    phases: Mapped[list[Phase]] = relationship(
+        cascade="all, delete-orphan", order_by="Phase.position"
+    )
+    checks: Mapped[list[CheckRow]] = relationship(
+        cascade="all, delete-orphan", order_by="CheckRow.position"
+    )
 
 
 class Phase(Base):

@@ -53,7 +53,8 @@ class HistoryStore:
             self.migrate()
         except (SQLAlchemyError, ArgumentError, OSError) as error:
             raise EnvironmentUnusable(
-                f"history database {self.display_url} is unusable: {_short(error)}") from error
+                f"history database {self.display_url} is unusable: {_short(error)}"
+            ) from error
 
     def migrate(self) -> None:
         config = Config()
@@ -69,26 +70,53 @@ class HistoryStore:
                 yield session
         except SQLAlchemyError as error:
             raise EnvironmentUnusable(
-                f"history database {self.display_url}: {_short(error)}") from error
+                f"history database {self.display_url}: {_short(error)}"
+            ) from error
 
-    def start_drill(self, run_id: str, trigger: str, host: str, tool_version: str,
-                    docker_version: str | None, started_at: datetime) -> None:
+    def start_drill(
+        self,
+        run_id: str,
+        trigger: str,
+        host: str,
+        tool_version: str,
+        docker_version: str | None,
+        started_at: datetime,
+    ) -> None:
         with self._session() as session:
-            session.add(Drill(run_id=run_id, trigger=trigger, host=host,
-                              tool_version=tool_version, docker_version=docker_version,
-                              started_at=utc_naive(started_at), status="running", reason=""))
+            session.add(
+                Drill(
+                    run_id=run_id,
+                    trigger=trigger,
+                    host=host,
+                    tool_version=tool_version,
+                    docker_version=docker_version,
+                    started_at=utc_naive(started_at),
+                    status="running",
+                    reason="",
+                )
+            )
 
     def record_result(self, run_id: str, result: ScenarioResult) -> None:
         with self._session() as session:
             drill = session.scalars(select(Drill).where(Drill.run_id == run_id)).one()
             row = Result(drill=drill, **_result_columns(result))
-            row.phases = [Phase(position=index, name=name, seconds=seconds)
-                          for index, (name, seconds) in enumerate(result.phases.items())]
-            row.checks = [CheckRow(position=index, name=check.name, status=check.status,
-                                   reason=check.reason, expected=check.expected,
-                                   observed=check.observed, detail=check.detail,
-                                   proves_data=check.proves_data)
-                          for index, check in enumerate(result.checks)]
+            row.phases = [
+                Phase(position=index, name=name, seconds=seconds)
+                for index, (name, seconds) in enumerate(result.phases.items())
+            ]
+            row.checks = [
+                CheckRow(
+                    position=index,
+                    name=check.name,
+                    status=check.status,
+                    reason=check.reason,
+                    expected=check.expected,
+                    observed=check.observed,
+                    detail=check.detail,
+                    proves_data=check.proves_data,
+                )
+                for index, check in enumerate(result.checks)
+            ]
             session.add(row)
 
     def finish_drill(self, run_id: str, status: str, reason: str, finished_at: datetime) -> None:
@@ -99,10 +127,14 @@ class HistoryStore:
 
     def results(self, scenario: str | None = None, limit: int | None = 50) -> list[Result]:
         """Newest first, with their drill, phases and checks loaded."""
-        query = (select(Result).join(Result.drill)
-                 .options(selectinload(Result.phases), selectinload(Result.checks),
-                          selectinload(Result.drill))
-                 .order_by(Result.started_at.desc(), Result.id.desc()))
+        query = (
+            select(Result)
+            .join(Result.drill)
+            .options(
+                selectinload(Result.phases), selectinload(Result.checks), selectinload(Result.drill)
+            )
+            .order_by(Result.started_at.desc(), Result.id.desc())
+        )
         if scenario:
             query = query.where(Result.scenario == scenario)
         if limit:
@@ -117,17 +149,28 @@ class HistoryStore:
 
 def _result_columns(result: ScenarioResult) -> dict[str, Any]:
     return {
-        "scenario": result.scenario, "kind": result.kind, "scenario_path": result.scenario_path,
-        "scenario_sha256": result.scenario_sha256, "status": result.status,
-        "reason": result.reason, "cause": result.cause,
-        "started_at": utc_naive(result.started_at), "finished_at": utc_naive(result.finished_at),
-        "snapshot_id": result.snapshot_id, "snapshot_time": utc_naive(result.snapshot_time),
-        "source_version": result.source_version, "files": result.files, "bytes": result.bytes,
+        "scenario": result.scenario,
+        "kind": result.kind,
+        "scenario_path": result.scenario_path,
+        "scenario_sha256": result.scenario_sha256,
+        "status": result.status,
+        "reason": result.reason,
+        "cause": result.cause,
+        "started_at": utc_naive(result.started_at),
+        "finished_at": utc_naive(result.finished_at),
+        "snapshot_id": result.snapshot_id,
+        "snapshot_time": utc_naive(result.snapshot_time),
+        "source_version": result.source_version,
+        "files": result.files,
+        "bytes": result.bytes,
         "rto_seconds": result.rto.measured_seconds,
-        "rto_target_seconds": result.rto.target_seconds, "rto_status": result.rto.status,
+        "rto_target_seconds": result.rto.target_seconds,
+        "rto_status": result.rto.status,
         "rpo_seconds": result.rpo.measured_seconds,
-        "rpo_target_seconds": result.rpo.target_seconds, "rpo_status": result.rpo.status,
-        "rpo_basis": result.rpo.basis, "kept": result.kept,
+        "rpo_target_seconds": result.rpo.target_seconds,
+        "rpo_status": result.rpo.status,
+        "rpo_basis": result.rpo.basis,
+        "kept": result.kept,
     }
 
 

@@ -17,12 +17,12 @@ REASON_WIDTH = 90
 
 
 def verdict_line(record: dict[str, Any]) -> str:
-    """`PASS share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files, 3.1 GiB verified`."""
+    """`PASS  share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files, 3.1 GiB verified`."""
     status = record["status"].upper()
     head = f"{status:<5} {record['scenario']}"
     if record["status"] == "pass":
         parts = [head, f"RTO {_objective(record, 'rto')}", f"RPO {_objective(record, 'rpo')}"]
-        if record.get("files") is not None:
+        if record.get("files") is not None and record.get("bytes") is not None:
             parts.append(f"{record['files']:,} files, {format_size(record['bytes'])} verified")
         return "  ".join(parts)
     line = f"{head}  {record['reason']}"
@@ -57,29 +57,61 @@ def history_table(records: list[dict[str, Any]]) -> str:
     """The measured RTO history: one row per result, newest first."""
     if not records:
         return "no results in the history yet"
-    rows = [(record["scenario"], _when(record), record["status"].upper(), _mark(record, "rto"),
-             _mark(record, "rpo"), _short(record.get("reason") or ""))
-            for record in records]
+    rows = [
+        (
+            record["scenario"],
+            _when(record),
+            record["status"].upper(),
+            _mark(record, "rto"),
+            _mark(record, "rpo"),
+            _short(record.get("reason") or ""),
+        )
+        for record in records
+    ]
     return tabulate(rows, headers=HISTORY_COLUMNS, tablefmt="simple")
 
 
 def drill_table(records: list[dict[str, Any]]) -> str:
-    rows = [(record["scenario"], record["status"].upper(), _mark(record, "rto"),
-             _mark(record, "rpo"),
-             f"{record['files']:,}" if record.get("files") is not None else "-",
-             _short(record.get("reason") or "", 70))
-            for record in records]
-    return tabulate(rows, headers=("scenario", "status", "RTO / target", "RPO / target",
-                                   "files", "reason"), tablefmt="simple")
+    rows = [
+        (
+            record["scenario"],
+            record["status"].upper(),
+            _mark(record, "rto"),
+            _mark(record, "rpo"),
+            f"{record['files']:,}" if record.get("files") is not None else "-",
+            _short(record.get("reason") or "", 70),
+        )
+        for record in records
+    ]
+    return tabulate(
+        rows,
+        headers=("scenario", "status", "RTO / target", "RPO / target", "files", "reason"),
+        tablefmt="simple",
+    )
 
 
 def to_json(records: Any) -> str:
     return json.dumps(records, indent=2, sort_keys=False, default=str)
 
 
-CSV_FIELDS = ("scenario", "kind", "status", "reason", "run_id", "started_at", "snapshot_id",
-              "snapshot_time", "rto_seconds", "rto_target_seconds", "rto_status", "rpo_seconds",
-              "rpo_target_seconds", "rpo_status", "files", "bytes")
+CSV_FIELDS = (
+    "scenario",
+    "kind",
+    "status",
+    "reason",
+    "run_id",
+    "started_at",
+    "snapshot_id",
+    "snapshot_time",
+    "rto_seconds",
+    "rto_target_seconds",
+    "rto_status",
+    "rpo_seconds",
+    "rpo_target_seconds",
+    "rpo_status",
+    "files",
+    "bytes",
+)
 
 
 def to_csv(records: list[dict[str, Any]]) -> str:

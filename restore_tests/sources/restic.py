@@ -24,23 +24,54 @@ from restore_tests.scenario import ResticSource, SnapshotFilter
 from restore_tests.sources import secrets
 
 AWS_VARIABLES = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION",
-    "AWS_REGION", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_PROFILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
 )
 QUERY_TIMEOUT_SECONDS = 600.0
 # Fragments of restic's messages, oldest and newest versions, mapped to one-line reasons.
 _WRONG_PASSWORD = ("wrong password", "no key found")
-_NO_REPOSITORY = ("repository does not exist", "is there a repository at the following location",
-                  "nosuchbucket", "specified bucket does not exist")
-_REFUSED = ("signaturedoesnotmatch", "signature we calculated does not match",
-            "invalidaccesskeyid", "access key id you provided does not exist", "access denied",
-            "forbidden")
-_UNREACHABLE = ("connection refused", "no such host", "i/o timeout", "network is unreachable",
-                "no route to host", "connection reset", "context deadline exceeded")
+_NO_REPOSITORY = (
+    "repository does not exist",
+    "is there a repository at the following location",
+    "nosuchbucket",
+    "specified bucket does not exist",
+)
+_REFUSED = (
+    "signaturedoesnotmatch",
+    "signature we calculated does not match",
+    "invalidaccesskeyid",
+    "access key id you provided does not exist",
+    "access denied",
+    "forbidden",
+)
+_UNREACHABLE = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "network is unreachable",
+    "no route to host",
+    "connection reset",
+    "context deadline exceeded",
+)
 _LOCKED = ("already locked", "repository is locked")
-_DAMAGE = ("ciphertext verification failed", "checksum mismatch", "invalid data returned",
-           "unexpected content", "invalid file size", "no such file or directory",
-           "not found", "load(<data/", "is damaged", "decrypting blob")
+_DAMAGE = (
+    "ciphertext verification failed",
+    "checksum mismatch",
+    "invalid data returned",
+    "unexpected content",
+    "invalid file size",
+    "no such file or directory",
+    "not found",
+    "load(<data/",
+    "is damaged",
+    "decrypting blob",
+)
 _IGNORING = re.compile(r"ignoring error for (/.*?): (.*)$")
 _VERIFY_PROBLEM = re.compile(r"(?:Unexpected content in|Invalid file size for) (/.*?)(?::|$)")
 _VERSION = re.compile(r"restic (\d+)\.(\d+)\.(\d+)")
@@ -71,7 +102,7 @@ class RestoreOutcome:
 
 def display_location(repository: str) -> str:
     """The repository as it may be shown: credentials embedded in a URL are removed."""
-    return re.sub(r"//[^/@]+@", "//", repository)
+    return re.sub(r"//[^/]*@", "//", repository)  # userinfo ends at the last @ before a /
 
 
 class Restic:
@@ -91,7 +122,8 @@ class Restic:
         if not found:
             raise EnvironmentUnusable(
                 f"restic not found: {wanted!r} (install restic, or set RESTIC_BINARY or the "
-                "scenario's source.restic_binary)")
+                "scenario's source.restic_binary)"
+            )
         return found
 
     def version(self) -> tuple[int, int, int]:
@@ -112,8 +144,10 @@ class Restic:
         """restic's environment: repository, password and passed-through variables only."""
         if self._environment is None:
             source = self.source
-            environment = {"RESTIC_REPOSITORY": source.repository,
-                           "RESTIC_PASSWORD": self._password()}
+            environment = {
+                "RESTIC_REPOSITORY": source.repository,
+                "RESTIC_PASSWORD": self._password(),
+            }
             for name in source.env_from:
                 environment[name] = secrets.from_env(name, "source.env_from")
             if source.repository.startswith("s3:"):
@@ -143,12 +177,17 @@ class Restic:
             return ["--no-cache", "--no-lock"]
         return ["--cache-dir", str(self.cache_dir), "--no-lock"]
 
-    def _run(self, arguments: list[str], timeout: float | None = QUERY_TIMEOUT_SECONDS,
-             **options: Any) -> execute.Completed:
+    def _run(
+        self, arguments: list[str], timeout: float | None = QUERY_TIMEOUT_SECONDS, **options: Any
+    ) -> execute.Completed:
         completed = execute.run(
             [self.binary, *self._global_flags(), *arguments],
-            env=self.environment(), secrets=self.secret_values(), timeout=timeout,
-            check=False, **options)
+            env=self.environment(),
+            secrets=self.secret_values(),
+            timeout=timeout,
+            check=False,
+            **options,
+        )
         if completed.returncode != 0 or "Fatal:" in completed.stderr:
             raise self.explain(completed)
         return completed
@@ -159,21 +198,29 @@ class Restic:
         code = completed.returncode
         if code == 12 or any(fragment in text for fragment in _WRONG_PASSWORD):
             return SourceError(f"restic: wrong password for repository {self.location}")
-        if code == 10 or any(fragment in text for fragment in _NO_REPOSITORY) or (
-                "unable to open config file" in text and "no such file" in text):
+        if (
+            code == 10
+            or any(fragment in text for fragment in _NO_REPOSITORY)
+            or ("unable to open config file" in text and "no such file" in text)
+        ):
             return SourceError(f"restic: no repository at {self.location}")
         if code == 11 or any(fragment in text for fragment in _LOCKED):
-            return SourceError(f"restic: repository {self.location} is locked by another "
-                               "process (restic unlock removes stale locks)")
+            return SourceError(
+                f"restic: repository {self.location} is locked by another "
+                "process (restic unlock removes stale locks)"
+            )
         if any(fragment in text for fragment in _REFUSED):
-            return SourceError(f"restic: the S3 server refused the credentials for "
-                               f"{self.location}")
+            return SourceError(f"restic: the S3 server refused the credentials for {self.location}")
         if any(fragment in text for fragment in _UNREACHABLE):
-            return SourceError(f"restic: cannot reach the repository {self.location} "
-                               f"({_first_line_with(completed.stderr, _UNREACHABLE)})")
+            return SourceError(
+                f"restic: cannot reach the repository {self.location} "
+                f"({_first_line_with(completed.stderr, _UNREACHABLE)})"
+            )
         if any(fragment in text for fragment in _DAMAGE):
-            return DamagedBackup(f"restic: the repository {self.location} is damaged: "
-                                 f"{_last_fatal(completed.stderr)}")
+            return DamagedBackup(
+                f"restic: the repository {self.location} is damaged: "
+                f"{_last_fatal(completed.stderr)}"
+            )
         return SourceError(f"restic failed on {self.location}: {_last_fatal(completed.stderr)}")
 
     def snapshots(self, selector: SnapshotFilter | None = None) -> list[Snapshot]:
@@ -209,8 +256,10 @@ class Restic:
         if not matches:
             raise SourceError(f"no snapshot {selector!r} in {self.location}")
         if len(matches) > 1:
-            raise SourceError(f"snapshot id {selector!r} is ambiguous in {self.location} "
-                              f"({len(matches)} snapshots start with it)")
+            raise SourceError(
+                f"snapshot id {selector!r} is ambiguous in {self.location} "
+                f"({len(matches)} snapshots start with it)"
+            )
         return matches[0]
 
     def restore_size(self, snapshot: Snapshot) -> int | None:
@@ -223,8 +272,14 @@ class Restic:
         except (ValueError, KeyError, TypeError):
             return None
 
-    def restore(self, snapshot: Snapshot, target: Path, include: list[str], verify: bool,
-                on_progress: Callable[[float], None] | None = None) -> RestoreOutcome:
+    def restore(
+        self,
+        snapshot: Snapshot,
+        target: Path,
+        include: list[str],
+        verify: bool,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> RestoreOutcome:
         """Restore into target; per-file damage is collected, not raised (it is a verdict)."""
         arguments = ["restore", snapshot.id, "--target", str(target), "--json"]
         for path in include:
@@ -237,16 +292,22 @@ class Restic:
             _read_restore_line(line, outcome, on_progress)
 
         completed = execute.run(
-            [self.binary, *self._global_flags(), *arguments], env=self.environment(),
-            secrets=self.secret_values(), timeout=None, check=False,
-            on_stdout_line=on_line, on_stderr_line=on_line)
+            [self.binary, *self._global_flags(), *arguments],
+            env=self.environment(),
+            secrets=self.secret_values(),
+            timeout=None,
+            check=False,
+            on_stdout_line=on_line,
+            on_stderr_line=on_line,
+        )
         if completed.returncode != 0 and not outcome.damaged:
             raise self.explain(completed)
         return outcome
 
 
-def _read_restore_line(line: str, outcome: RestoreOutcome,
-                       on_progress: Callable[[float], None] | None) -> None:
+def _read_restore_line(
+    line: str, outcome: RestoreOutcome, on_progress: Callable[[float], None] | None
+) -> None:
     text = line.strip()
     if text.startswith("{"):
         try:
@@ -266,8 +327,10 @@ def _read_restore_line(line: str, outcome: RestoreOutcome,
         return
     match = _IGNORING.search(text) or _VERIFY_PROBLEM.search(text)
     if match:
-        outcome.damaged.setdefault(match[1], match.groups()[-1] if match.lastindex == 2
-                                   else "content differs from the repository")
+        outcome.damaged.setdefault(
+            match[1],
+            match.groups()[-1] if match.lastindex == 2 else "content differs from the repository",
+        )
 
 
 def _snapshot(record: dict[str, Any]) -> Snapshot:

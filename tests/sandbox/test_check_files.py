@@ -24,17 +24,31 @@ from tests.conftest import (
 pytestmark = pytest.mark.sandbox
 
 
-def check(scenario: Path, repository: Repository, history_url: str, *args: str,
-          env: dict[str, str] | None = None):
-    return run_cli("check", str(scenario), "--db", history_url, *args,
-                   env={PASSWORD_VARIABLE: PASSWORD, "RESTIC_BINARY": repository.binary,
-                        **(env or {})})
+def check(
+    scenario: Path,
+    repository: Repository,
+    history_url: str,
+    *args: str,
+    env: dict[str, str] | None = None,
+):
+    return run_cli(
+        "check",
+        str(scenario),
+        "--db",
+        history_url,
+        *args,
+        env={PASSWORD_VARIABLE: PASSWORD, "RESTIC_BINARY": repository.binary, **(env or {})},
+    )
 
 
 def test_a_healthy_backup_passes_with_rto_rpo_and_counts(repository, tmp_path, history_url):
-    scenario = write_scenario(tmp_path, "share", str(repository.path),
-                              verify="  manifest: /data/compta/SHA256SUMS\n"
-                                     "  expect: {min_files: 10, paths: [/data/outside.txt]}\n")
+    scenario = write_scenario(
+        tmp_path,
+        "share",
+        str(repository.path),
+        verify="  manifest: /data/compta/SHA256SUMS\n"
+        "  expect: {min_files: 10, paths: [/data/outside.txt]}\n",
+    )
     result = check(scenario, repository, history_url)
     assert result.returncode == 0, result.stderr
     line = result.stdout.splitlines()[0]
@@ -46,8 +60,7 @@ def test_a_healthy_backup_passes_with_rto_rpo_and_counts(repository, tmp_path, h
     checks = {check["name"]: check for check in row["checks"]}
     assert checks["manifest /data/compta/SHA256SUMS"]["status"] == "passed"
     assert checks["sandbox file count"]["status"] == "passed"
-    assert set(row["phases"]) >= {"preflight", "select", "fetch", "sandbox", "verify",
-                                  "teardown"}
+    assert set(row["phases"]) >= {"preflight", "select", "fetch", "sandbox", "verify", "teardown"}
     assert_no_leftovers()
 
 
@@ -63,19 +76,19 @@ def test_json_output_has_the_documented_fields(repository, tmp_path, history_url
     assert PASSWORD not in result.stdout + result.stderr
 
 
-def test_a_bit_flip_in_a_data_pack_fails_naming_the_damaged_file(repository, tmp_path,
-                                                                 history_url):
+def test_a_bit_flip_in_a_data_pack_fails_naming_the_damaged_file(repository, tmp_path, history_url):
     largest = max(repository.data_packs(), key=lambda pack: pack.stat().st_size)
     content = bytearray(largest.read_bytes())
     middle = len(content) // 2
-    content[middle:middle + 16] = bytes(byte ^ 0xFF for byte in content[middle:middle + 16])
+    content[middle : middle + 16] = bytes(byte ^ 0xFF for byte in content[middle : middle + 16])
     largest.chmod(0o644)
     largest.write_bytes(bytes(content))
     scenario = write_scenario(tmp_path, "share", str(repository.path))
     result = check(scenario, repository, history_url)
     assert result.returncode == 1, result.stderr
-    assert result.stdout.startswith("FAIL  share  restic could not restore 1 file (damaged data): "
-                                    "/data/compta/blob-"), result.stdout
+    assert result.stdout.startswith(
+        "FAIL  share  restic could not restore 1 file (damaged data): /data/compta/blob-"
+    ), result.stdout
     [row] = history_rows(history_url)
     assert row["status"] == "fail"
     manifest = next(c for c in row["checks"] if c["name"].startswith("manifest"))
@@ -84,8 +97,9 @@ def test_a_bit_flip_in_a_data_pack_fails_naming_the_damaged_file(repository, tmp
     assert_no_leftovers()
 
 
-def test_a_manifest_entry_that_does_not_match_fails_naming_the_file(repository, tmp_path,
-                                                                    history_url):
+def test_a_manifest_entry_that_does_not_match_fails_naming_the_file(
+    repository, tmp_path, history_url
+):
     # The backup is fine; the manifest inside it is wrong about one file.
     source = repository.source_root
     manifest = source / "data" / "compta" / "SHA256SUMS"
@@ -94,10 +108,17 @@ def test_a_manifest_entry_that_does_not_match_fails_naming_the_file(repository, 
     lines[0] = "0" * 64 + lines[0][64:]
     try:
         manifest.write_text("\n".join(lines) + "\n")
-        subprocess.run([repository.binary, "--no-cache", "backup", "data"], cwd=source,
-                       check=True, capture_output=True,
-                       env={"PATH": os.environ["PATH"], "RESTIC_PASSWORD": PASSWORD,
-                            "RESTIC_REPOSITORY": str(repository.path)})
+        subprocess.run(
+            [repository.binary, "--no-cache", "backup", "data"],
+            cwd=source,
+            check=True,
+            capture_output=True,
+            env={
+                "PATH": os.environ["PATH"],
+                "RESTIC_PASSWORD": PASSWORD,
+                "RESTIC_REPOSITORY": str(repository.path),
+            },
+        )
     finally:
         manifest.write_text(original)
     name = lines[0][66:]
@@ -109,12 +130,15 @@ def test_a_manifest_entry_that_does_not_match_fails_naming_the_file(repository, 
 
 
 def test_a_manifest_that_is_not_in_the_snapshot_fails(repository, tmp_path, history_url):
-    scenario = write_scenario(tmp_path, "share", str(repository.path),
-                              verify="  manifest: /data/compta/MISSING.sums\n")
+    scenario = write_scenario(
+        tmp_path, "share", str(repository.path), verify="  manifest: /data/compta/MISSING.sums\n"
+    )
     result = check(scenario, repository, history_url)
     assert result.returncode == 1
-    assert "manifest /data/compta/MISSING.sums is not in the restored data (snapshot " \
+    assert (
+        "manifest /data/compta/MISSING.sums is not in the restored data (snapshot "
         f"{repository.snapshot_id[:8]} holds /data)" in result.stdout
+    )
     assert_no_leftovers()
 
 
@@ -123,7 +147,8 @@ def test_a_wrong_password_is_an_error_naming_the_repository(repository, tmp_path
     result = check(scenario, repository, history_url, env={PASSWORD_VARIABLE: "wrong-password"})
     assert result.returncode == 1
     assert result.stdout.strip() == (
-        f"ERROR share  restic: wrong password for repository {repository.path}")
+        f"ERROR share  restic: wrong password for repository {repository.path}"
+    )
     assert "wrong-password" not in result.stdout + result.stderr
     [row] = history_rows(history_url)
     assert row["status"] == "error" and "wrong password" in row["reason"]
@@ -135,10 +160,14 @@ def test_a_missing_password_variable_is_an_error_naming_it(repository, tmp_path,
     environment = {key: value for key, value in os.environ.items() if key != PASSWORD_VARIABLE}
     completed = subprocess.run(
         [sys.executable, str(ROOT / "cli.py"), "check", str(scenario), "--db", history_url],
-        capture_output=True, text=True, env={**environment, "RESTIC_BINARY": repository.binary})
+        capture_output=True,
+        text=True,
+        env={**environment, "RESTIC_BINARY": repository.binary},
+    )
     assert completed.returncode == 1
     assert completed.stdout.strip() == (
-        f"ERROR share  source.password_env: environment variable {PASSWORD_VARIABLE} is not set")
+        f"ERROR share  source.password_env: environment variable {PASSWORD_VARIABLE} is not set"
+    )
     assert_no_leftovers()
 
 
@@ -147,40 +176,62 @@ def test_no_repository_at_the_path_is_an_error(repository, tmp_path, history_url
     result = check(scenario, repository, history_url)
     assert result.returncode == 1
     assert result.stdout.strip() == (
-        f"ERROR share  restic: no repository at {tmp_path / 'nothing-here'}")
+        f"ERROR share  restic: no repository at {tmp_path / 'nothing-here'}"
+    )
     assert_no_leftovers()
 
 
 def test_a_selector_matching_no_snapshot_is_an_error(repository, tmp_path, history_url):
-    scenario = write_scenario(tmp_path, "share", str(repository.path),
-                              source_extra="  snapshot: {tags: [weekly], host: fs01}\n")
+    scenario = write_scenario(
+        tmp_path,
+        "share",
+        str(repository.path),
+        source_extra="  snapshot: {tags: [weekly], host: fs01}\n",
+    )
     result = check(scenario, repository, history_url)
     assert result.returncode == 1
     assert result.stdout.strip() == (
-        f"ERROR share  no snapshot in {repository.path} matches tags weekly, host fs01")
-    unknown = write_scenario(tmp_path, "by-id", str(repository.path),
-                             source_extra="  snapshot: deadbeef\n")
+        f"ERROR share  no snapshot in {repository.path} matches tags weekly, host fs01"
+    )
+    unknown = write_scenario(
+        tmp_path, "by-id", str(repository.path), source_extra="  snapshot: deadbeef\n"
+    )
     result = check(unknown, repository, history_url)
     assert result.stdout.strip() == f"ERROR by-id  no snapshot 'deadbeef' in {repository.path}"
     assert_no_leftovers()
 
 
 def test_a_snapshot_selected_by_filter_and_id_prefix_passes(repository, tmp_path, history_url):
-    by_filter = write_scenario(tmp_path, "by-filter", str(repository.path),
-                               source_extra="  snapshot: {tags: [nightly], host: fs01}\n")
-    by_id = write_scenario(tmp_path, "by-id", str(repository.path),
-                           source_extra=f"  snapshot: {repository.snapshot_id[:10]}\n")
-    result = run_cli("check", str(by_filter), str(by_id), "--db", history_url,
-                     env={PASSWORD_VARIABLE: PASSWORD, "RESTIC_BINARY": repository.binary})
+    by_filter = write_scenario(
+        tmp_path,
+        "by-filter",
+        str(repository.path),
+        source_extra="  snapshot: {tags: [nightly], host: fs01}\n",
+    )
+    by_id = write_scenario(
+        tmp_path,
+        "by-id",
+        str(repository.path),
+        source_extra=f"  snapshot: {repository.snapshot_id[:10]}\n",
+    )
+    result = run_cli(
+        "check",
+        str(by_filter),
+        str(by_id),
+        "--db",
+        history_url,
+        env={PASSWORD_VARIABLE: PASSWORD, "RESTIC_BINARY": repository.binary},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert [row["snapshot_id"] for row in history_rows(history_url)] == \
-        [repository.snapshot_id] * 2
+    assert [row["snapshot_id"] for row in history_rows(history_url)] == [repository.snapshot_id] * 2
 
 
-def test_rto_and_rpo_targets_that_are_too_tight_fail_with_the_numbers(repository, tmp_path,
-                                                                      history_url):
-    scenario = write_scenario(tmp_path, "tight", str(repository.path),
-                              objectives="  rto: 0.001s\n  rpo: 0.001s\n")
+def test_rto_and_rpo_targets_that_are_too_tight_fail_with_the_numbers(
+    repository, tmp_path, history_url
+):
+    scenario = write_scenario(
+        tmp_path, "tight", str(repository.path), objectives="  rto: 0.001s\n  rpo: 0.001s\n"
+    )
     result = check(scenario, repository, history_url)
     assert result.returncode == 1
     line = result.stdout.splitlines()[0]
@@ -191,19 +242,21 @@ def test_rto_and_rpo_targets_that_are_too_tight_fail_with_the_numbers(repository
 
 
 def test_a_zero_entry_manifest_proves_nothing_and_fails(repository, tmp_path, history_url):
-    scenario = write_scenario(tmp_path, "weak", str(repository.path),
-                              verify="  expect: {min_files: 0}\n")
+    scenario = write_scenario(
+        tmp_path, "weak", str(repository.path), verify="  expect: {min_files: 0}\n"
+    )
     result = check(scenario, repository, history_url)
     assert result.returncode == 1
     assert "no check proved the data" in result.stdout
 
 
-def test_sandbox_commands_run_isolated_and_their_failure_fails(repository, tmp_path,
-                                                               history_url):
-    extra = ("sandbox:\n  commands:\n"
-             "    - [sh, -c, 'test -r /restore/data/compta/SHA256SUMS']\n"
-             "    - [sh, -c, 'touch /restore/x 2>/dev/null && echo writable || echo read-only']\n"
-             "    - [sh, -c, 'cat /sys/class/net/*/address | wc -l; exit 3']\n")
+def test_sandbox_commands_run_isolated_and_their_failure_fails(repository, tmp_path, history_url):
+    extra = (
+        "sandbox:\n  commands:\n"
+        "    - [sh, -c, 'test -r /restore/data/compta/SHA256SUMS']\n"
+        "    - [sh, -c, 'touch /restore/x 2>/dev/null && echo writable || echo read-only']\n"
+        "    - [sh, -c, 'cat /sys/class/net/*/address | wc -l; exit 3']\n"
+    )
     scenario = write_scenario(tmp_path, "cmds", str(repository.path), extra=extra)
     result = check(scenario, repository, history_url)
     assert result.returncode == 1

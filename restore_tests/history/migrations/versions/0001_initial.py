@@ -33,8 +33,7 @@ def upgrade() -> None:
     op.create_table(
         "results",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("drill_id", sa.Integer, sa.ForeignKey("drills.id"), nullable=False,
-                  index=True),
+        sa.Column("drill_id", sa.Integer, sa.ForeignKey("drills.id"), nullable=False, index=True),
         sa.Column("scenario", sa.String(255), nullable=False, index=True),
         sa.Column("kind", sa.String(32), nullable=False),
         sa.Column("scenario_path", sa.Text, nullable=False),
@@ -61,8 +60,7 @@ def upgrade() -> None:
     op.create_table(
         "phases",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("result_id", sa.Integer, sa.ForeignKey("results.id"), nullable=False,
-                  index=True),
+        sa.Column("result_id", sa.Integer, sa.ForeignKey("results.id"), nullable=False, index=True),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("name", sa.String(32), nullable=False),
         sa.Column("seconds", sa.Float, nullable=False),
@@ -70,8 +68,7 @@ def upgrade() -> None:
     op.create_table(
         "checks",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("result_id", sa.Integer, sa.ForeignKey("results.id"), nullable=False,
-                  index=True),
+        sa.Column("result_id", sa.Integer, sa.ForeignKey("results.id"), nullable=False, index=True),
         sa.Column("position", sa.Integer, nullable=False),
         sa.Column("name", sa.Text, nullable=False),
         sa.Column("status", sa.String(16), nullable=False),

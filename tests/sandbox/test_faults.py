@@ -1,0 +1,174 @@
+"""Faults that must end in a clear verdict, the right exit code, a history row, and no leftovers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import (
+    PASSWORD,
+    PASSWORD_VARIABLE,
+    ROOT,
+    assert_no_leftovers,
+    history_rows,
+    restic,
+    run_cli,
+    write_scenario,
+)
+
+pytestmark = pytest.mark.sandbox
+
+
+def environment(repository, **extra: str) -> dict[str, str]:
+    return {PASSWORD_VARIABLE: PASSWORD, "RESTIC_BINARY": repository.binary, **extra}
+
+
+def test_a_damaged_index_fails_the_scenario_as_a_damaged_repository(
+    repository, tmp_path, history_url
+):
+    index = repository.index_files()[0]
+    content = bytearray(index.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    index.chmod(0o644)
+    index.write_bytes(bytes(content))
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    result = run_cli("check", str(scenario), "--db", history_url, env=environment(repository))
+    assert result.returncode == 1
+    assert result.stdout.startswith(
+        f"FAIL  share  restic: the repository {repository.path} is damaged: "
+    ), result.stdout
+    [row] = history_rows(history_url)
+    assert row["status"] == "fail"
+    assert_no_leftovers()
+
+
+def test_a_deleted_pack_fails_naming_the_files_it_held(repository, tmp_path, history_url):
+    largest = max(repository.data_packs(), key=lambda pack: pack.stat().st_size)
+    largest.unlink()
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    result = run_cli("check", str(scenario), "--db", history_url, env=environment(repository))
+    assert result.returncode == 1
+    assert result.stdout.startswith("FAIL  share  restic could not restore "), result.stdout
+    assert "/data/compta/blob-" in result.stdout
+    assert_no_leftovers()
+
+
+def test_no_docker_engine_exits_3_and_records_the_reason(repository, tmp_path, history_url):
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    result = run_cli(
+        "check",
+        str(scenario),
+        "--db",
+        history_url,
+        env=environment(repository, DOCKER_HOST="unix:///nonexistent/docker.sock"),
+    )
+    assert result.returncode == 3
+    assert result.stdout.startswith("ERROR share  Docker engine unreachable: "), result.stdout
+    [row] = history_rows(history_url)
+    assert row["status"] == "error" and row["reason"].startswith("Docker engine unreachable")
+    assert_no_leftovers()
+
+
+def test_a_missing_restic_binary_exits_3_and_records_the_reason(repository, tmp_path, history_url):
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    result = run_cli(
+        "check",
+        str(scenario),
+        "--db",
+        history_url,
+        env=environment(repository, RESTIC_BINARY="/nonexistent/restic"),
+    )
+    assert result.returncode == 3
+    assert result.stdout.strip() == (
+        "ERROR share  restic not found: '/nonexistent/restic' (install restic, or set "
+        "RESTIC_BINARY or the scenario's source.restic_binary)"
+    )
+    [row] = history_rows(history_url)
+    assert row["status"] == "error" and row["reason"].startswith("restic not found")
+    assert_no_leftovers()
+
+
+def test_an_invalid_scenario_exits_2_with_file_line_and_field_and_runs_nothing(
+    tmp_path, history_url
+):
+    scenario = tmp_path / "bad.yaml"
+    scenario.write_text(
+        "name: bad\nkind: files\nsource:\n  type: restic\n  repository: /r\n"
+        "  password: hunter2\nverify:\n  manifset: /x\n"
+    )
+    result = run_cli("check", str(scenario), "--db", history_url)
+    assert result.returncode == 2
+    assert (
+        f"invalid scenario: {scenario}:6: source.password: a literal secret is not allowed"
+        in result.stderr
+    )
+    assert f"invalid scenario: {scenario}:8: verify.manifset: unknown field" in result.stderr
+    assert "hunter2" not in result.stderr
+    assert not (tmp_path / "history.db").exists()
+
+
+def test_ctrl_c_during_a_restore_exits_130_leaves_nothing_and_no_lock(
+    repository, tmp_path, history_url
+):
+    # A deleted pack makes restic retry for a long while: the restore is surely under way.
+    max(repository.data_packs(), key=lambda pack: pack.stat().st_size).unlink()
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "check", str(scenario), "--db", history_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, **environment(repository)},
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "restoring snapshot" in line:
+            break
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "ERROR share  interrupted during fetch" in stdout
+    [row] = history_rows(history_url)
+    assert row["status"] == "error" and row["reason"] == "interrupted during fetch"
+    locks = restic(repository.binary, str(repository.path), "list", "locks").stdout
+    assert locks.strip() == ""
+    assert_no_leftovers()
+
+
+def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, history_url):
+    max(repository.data_packs(), key=lambda pack: pack.stat().st_size).unlink()
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "cli.py"),
+            "drill",
+            str(tmp_path),
+            "--db",
+            history_url,
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, **environment(repository)},
+    )
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "restoring snapshot" in line:
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    document = json.loads(stdout)
+    assert document["status"] == "interrupted"
+    assert restic(repository.binary, str(repository.path), "list", "locks").stdout.strip() == ""
+    assert scenario.exists()
+    assert_no_leftovers()
