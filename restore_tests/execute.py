@@ -73,6 +73,7 @@ class Completed:
     stdout: str
     stderr: str
     seconds: float
+    gave_up: bool = False  # stopped because a stderr line said waiting was pointless
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -99,13 +100,16 @@ def run(
     check: bool = True,
     on_stdout_line: Callable[[str], None] | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
+    give_up_when: Callable[[str], bool] | None = None,
 ) -> Completed:
     """Run argv to completion and return its output.
 
     With on_stdout_line, stdout is streamed to the callback line by line and not kept (a long
     restore prints a lot); otherwise it is returned whole. stderr is always kept (its tail goes
     into errors). Raises CommandFailed on a non-zero exit when check is true, on a timeout, and
-    EnvironmentUnusable when the program does not exist.
+    EnvironmentUnusable when the program does not exist. With give_up_when, the child is
+    stopped (SIGINT) as soon as a stderr line makes it return true: a tool retrying an error that
+    cannot heal (restic 0.18 retries a refused S3 signature for 15 minutes).
     """
     secret_values = [value for value in secrets if value]
     command = mask(" ".join(argv), secret_values)
@@ -129,18 +133,28 @@ def run(
         raise EnvironmentUnusable(f"{argv[0]}: not executable ({error.strerror})") from error
     stdout_lines: list[str] = []
     stderr_lines: list[str] = []
+    give_up = threading.Event()
+
+    def on_error_line(line: str) -> None:
+        if on_stderr_line is not None:
+            on_stderr_line(line)
+        if give_up_when is not None and give_up_when(line):
+            give_up.set()
+
     readers = [
         _reader(process.stdout, stdout_lines if on_stdout_line is None else None, on_stdout_line),
-        _reader(process.stderr, stderr_lines, on_stderr_line),
+        _reader(process.stderr, stderr_lines, on_error_line),
     ]
     try:
-        _wait(process, command, timeout, started)
+        _wait(process, command, timeout, started, give_up)
     finally:
         for reader in readers:
             reader.join()
     seconds = time.monotonic() - started
     stderr = mask("".join(stderr_lines), secret_values)
-    completed = Completed(command, process.returncode, "".join(stdout_lines), stderr, seconds)
+    completed = Completed(
+        command, process.returncode, "".join(stdout_lines), stderr, seconds, give_up.is_set()
+    )
     log.debug("exit %s after %.2fs: %s", process.returncode, seconds, command)
     if check and process.returncode != 0:
         raise CommandFailed(command, process.returncode, tail(stderr))
@@ -171,8 +185,14 @@ def _reader(
     return thread
 
 
-def _wait(process: subprocess.Popen[bytes], command: str, timeout: float | None, started: float):
-    """Wait for the child, stopping it cleanly on cancellation, Ctrl-C or timeout."""
+def _wait(
+    process: subprocess.Popen[bytes],
+    command: str,
+    timeout: float | None,
+    started: float,
+    give_up: threading.Event,
+) -> None:
+    """Wait for the child, stopping it cleanly on cancellation, Ctrl-C, timeout or give-up."""
     try:
         while True:
             try:
@@ -180,6 +200,9 @@ def _wait(process: subprocess.Popen[bytes], command: str, timeout: float | None,
                 return
             except subprocess.TimeoutExpired:
                 pass
+            if give_up.is_set():
+                stop(process)
+                return
             if _cancel.is_set():
                 stop(process)
                 raise Interrupted()

@@ -116,6 +116,7 @@ def _run(
         restic = Restic(source, cache_dir)
         result.source_version = restic.version_text()
         restic.environment()  # resolve the password now: a missing one is a preflight error
+        restic.check_reachable()
     with clock.phase("select"):
         say(f"selecting a snapshot in {restic.location}")
         snapshot = restic.select(source.snapshot)

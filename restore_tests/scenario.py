@@ -167,6 +167,12 @@ class ResticSource(StrictModel):
         description="Restore only these paths of the snapshot (a sample).",
         examples=[["/data/compta"]],
     )
+    limit_download: Size | None = Field(
+        None,
+        description="Cap restic's download rate (bytes per second), so that a drill does not "
+        "saturate the link to production storage.",
+        examples=["50m"],
+    )
     restic_binary: str | None = Field(
         None,
         description="restic program to use (else $RESTIC_BINARY, else restic on PATH).",

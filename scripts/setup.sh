@@ -55,10 +55,12 @@ T0=$SECONDS
 # True while some process holds a POSIX lock on FILE (apt/dpkg use fcntl locks; /proc/locks
 # lists them by device:inode, so this needs neither fuser nor lsof).
 lock_held() {
-    local file=$1 ino
+    local file=$1 dev ino id
     [ -e "$file" ] || return 1
-    ino=$(stat -c %i "$file") || return 1
-    grep -Eq ":${ino} " /proc/locks
+    dev=$(stat -c %d "$file") && ino=$(stat -c %i "$file") || return 1
+    # /proc/locks writes the device as MAJOR:MINOR in hex (Linux dev_t encoding).
+    id=$(printf '%02x:%02x:%s' $(((dev >> 8) & 0xfff)) $(((dev & 0xff) | ((dev >> 12) & 0xfff00))) "$ino")
+    grep -q " $id " /proc/locks
 }
 
 wait_for_apt() {

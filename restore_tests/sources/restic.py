@@ -12,11 +12,13 @@ import json
 import os
 import re
 import shutil
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from restore_tests import execute
 from restore_tests.errors import DamagedBackup, EnvironmentUnusable, SourceError
@@ -34,6 +36,8 @@ AWS_VARIABLES = (
     "AWS_CONFIG_FILE",
 )
 QUERY_TIMEOUT_SECONDS = 600.0
+CONNECT_TIMEOUT_SECONDS = 10.0
+PROGRESS_FPS = "0.5"
 # Fragments of restic's messages, oldest and newest versions, mapped to one-line reasons.
 _WRONG_PASSWORD = ("wrong password", "no key found")
 _NO_REPOSITORY = (
@@ -42,6 +46,8 @@ _NO_REPOSITORY = (
     "nosuchbucket",
     "specified bucket does not exist",
 )
+_NO_BUCKET = ("nosuchbucket", "specified bucket does not exist")
+_NO_CONFIG = ("unable to open config file: stat /",)
 _REFUSED = (
     "signaturedoesnotmatch",
     "signature we calculated does not match",
@@ -173,9 +179,11 @@ class Restic:
     # -- commands ---------------------------------------------------------------------------
 
     def _global_flags(self) -> list[str]:
-        if self.cache_dir is None:
-            return ["--no-cache", "--no-lock"]
-        return ["--cache-dir", str(self.cache_dir), "--no-lock"]
+        flags = ["--no-lock"]
+        flags += ["--no-cache"] if self.cache_dir is None else ["--cache-dir", str(self.cache_dir)]
+        if self.source.limit_download:
+            flags += ["--limit-download", str(max(1, self.source.limit_download // 1024))]
+        return flags
 
     def _run(
         self, arguments: list[str], timeout: float | None = QUERY_TIMEOUT_SECONDS, **options: Any
@@ -186,42 +194,58 @@ class Restic:
             secrets=self.secret_values(),
             timeout=timeout,
             check=False,
+            give_up_when=is_hopeless_retry,
             **options,
         )
-        if completed.returncode != 0 or "Fatal:" in completed.stderr:
+        if completed.returncode != 0 or completed.gave_up or "Fatal:" in completed.stderr:
             raise self.explain(completed)
         return completed
 
     def explain(self, completed: execute.Completed) -> SourceError | DamagedBackup:
-        """One line saying why restic failed, from its exit code and its words."""
+        """One line saying why restic failed, from its exit code and its words.
+
+        Credentials and reachability come before "no repository": restic adds "Is there a
+        repository at the following location?" to every failure to open the config file.
+        """
         text = completed.stderr.lower()
         code = completed.returncode
-        if code == 12 or any(fragment in text for fragment in _WRONG_PASSWORD):
-            return SourceError(f"restic: wrong password for repository {self.location}")
-        if (
-            code == 10
-            or any(fragment in text for fragment in _NO_REPOSITORY)
-            or ("unable to open config file" in text and "no such file" in text)
-        ):
-            return SourceError(f"restic: no repository at {self.location}")
-        if code == 11 or any(fragment in text for fragment in _LOCKED):
+        location = self.location
+        if code == 12 or _mentions(text, _WRONG_PASSWORD):
+            return SourceError(f"restic: wrong password for repository {location}")
+        if _mentions(text, _REFUSED):
+            return SourceError(f"restic: the S3 server refused the credentials for {location}")
+        if _mentions(text, _UNREACHABLE):
+            reason = _first_line_with(completed.stderr, _UNREACHABLE)
+            return SourceError(f"restic: cannot reach the repository {location} ({reason})")
+        if code == 11 or _mentions(text, _LOCKED):
             return SourceError(
-                f"restic: repository {self.location} is locked by another "
-                "process (restic unlock removes stale locks)"
+                f"restic: repository {location} is locked by another process "
+                "(restic unlock removes stale locks)"
             )
-        if any(fragment in text for fragment in _REFUSED):
-            return SourceError(f"restic: the S3 server refused the credentials for {self.location}")
-        if any(fragment in text for fragment in _UNREACHABLE):
-            return SourceError(
-                f"restic: cannot reach the repository {self.location} "
-                f"({_first_line_with(completed.stderr, _UNREACHABLE)})"
-            )
-        if any(fragment in text for fragment in _DAMAGE):
-            return DamagedBackup(
-                f"restic: the repository {self.location} is damaged: "
-                f"{_last_fatal(completed.stderr)}"
-            )
-        return SourceError(f"restic failed on {self.location}: {_last_fatal(completed.stderr)}")
+        if code == 10 or _mentions(text, _NO_REPOSITORY) or _mentions(text, _NO_CONFIG):
+            return SourceError(f"restic: no repository at {location}")
+        if _mentions(text, _DAMAGE):
+            fatal = _last_fatal(completed.stderr)
+            return DamagedBackup(f"restic: the repository {location} is damaged: {fatal}")
+        return SourceError(f"restic failed on {location}: {_last_fatal(completed.stderr)}")
+
+    def check_reachable(self, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+        """For S3 repositories, a TCP connection to the endpoint, before restic retries for minutes.
+
+        restic retries an unreachable backend with backoff for a long time (0.14 has no way to
+        bound it), so an endpoint that refuses connections or does not answer is named here.
+        """
+        endpoint = s3_endpoint(self.source.repository)
+        if endpoint is None:
+            return
+        host, port = endpoint
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+        except OSError as error:
+            reason = error.strerror or str(error) or type(error).__name__
+            raise SourceError(
+                f"restic: cannot reach the repository {self.location} ({host}:{port}: {reason})"
+            ) from error
 
     def snapshots(self, selector: SnapshotFilter | None = None) -> list[Snapshot]:
         arguments = ["snapshots", "--json"]
@@ -293,16 +317,45 @@ class Restic:
 
         completed = execute.run(
             [self.binary, *self._global_flags(), *arguments],
-            env=self.environment(),
+            # Off a terminal, 0.18 prints dozens of status lines a second unless told otherwise.
+            env={**self.environment(), "RESTIC_PROGRESS_FPS": PROGRESS_FPS},
             secrets=self.secret_values(),
             timeout=None,
             check=False,
             on_stdout_line=on_line,
             on_stderr_line=on_line,
+            give_up_when=is_hopeless_retry,
         )
-        if completed.returncode != 0 and not outcome.damaged:
+        if completed.gave_up or (completed.returncode != 0 and not outcome.damaged):
             raise self.explain(completed)
         return outcome
+
+
+def is_hopeless_retry(line: str) -> bool:
+    """A retry notice for an error that retrying cannot heal (wrong credentials, no bucket,
+    nothing listening): restic 0.18 would retry it for 15 minutes."""
+    lowered = line.lower()
+    return "retrying" in lowered and _mentions(lowered, _REFUSED + _UNREACHABLE + _NO_BUCKET)
+
+
+def _mentions(text: str, fragments: tuple[str, ...]) -> bool:
+    return any(fragment in text for fragment in fragments)
+
+
+def s3_endpoint(repository: str) -> tuple[str, int] | None:
+    """(host, port) of an s3:http(s)://host[:port]/bucket repository; None for others.
+
+    A bare s3:host/bucket (no scheme) means https.
+    """
+    if not repository.startswith("s3:"):
+        return None
+    location = repository.removeprefix("s3:")
+    if "://" not in location:
+        location = "https://" + location
+    parsed = urlsplit(location)
+    if not parsed.hostname:
+        return None
+    return parsed.hostname, parsed.port or (80 if parsed.scheme == "http" else 443)
 
 
 def _read_restore_line(

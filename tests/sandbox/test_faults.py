@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -115,15 +116,16 @@ def test_an_invalid_scenario_exits_2_with_file_line_and_field_and_runs_nothing(
 def test_ctrl_c_during_a_restore_exits_130_leaves_nothing_and_no_lock(
     repository, tmp_path, history_url
 ):
-    # A deleted pack makes restic retry for a long while: the restore is surely under way.
-    max(repository.data_packs(), key=lambda pack: pack.stat().st_size).unlink()
-    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    # Throttled to 64 KiB/s, the ~6 MiB restore takes minutes: it is surely under way.
+    scenario = write_scenario(
+        tmp_path, "share", str(repository.path), source_extra="  limit_download: 64k\n"
+    )
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "cli.py"), "check", str(scenario), "--db", history_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**__import__("os").environ, **environment(repository)},
+        env={**os.environ, **environment(repository)},
     )
     assert process.stderr is not None
     for line in process.stderr:
@@ -142,14 +144,15 @@ def test_ctrl_c_during_a_restore_exits_130_leaves_nothing_and_no_lock(
 
 
 def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, history_url):
-    max(repository.data_packs(), key=lambda pack: pack.stat().st_size).unlink()
-    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    scenario = write_scenario(
+        tmp_path, "share", str(repository.path), source_extra="  limit_download: 64k\n"
+    )
     process = subprocess.Popen(
         [
             sys.executable,
             str(ROOT / "cli.py"),
             "drill",
-            str(tmp_path),
+            str(scenario),
             "--db",
             history_url,
             "--json",
@@ -157,7 +160,7 @@ def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, h
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**__import__("os").environ, **environment(repository)},
+        env={**os.environ, **environment(repository)},
     )
     assert process.stderr is not None
     for line in process.stderr:
@@ -169,6 +172,8 @@ def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, h
     assert process.returncode == 130
     document = json.loads(stdout)
     assert document["status"] == "interrupted"
+    assert document["results"][0]["reason"] == "interrupted during fetch"
+    [row] = history_rows(history_url)
+    assert row["status"] == "error" and row["reason"] == "interrupted during fetch"
     assert restic(repository.binary, str(repository.path), "list", "locks").stdout.strip() == ""
-    assert scenario.exists()
     assert_no_leftovers()
