@@ -29,6 +29,7 @@ class Check:
     observed: str = ""
     detail: str = ""
     proves_data: bool = False
+    seconds: float | None = None
 
     @classmethod
     def passed(cls, name: str, **fields: Any) -> Check:

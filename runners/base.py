@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,6 +61,14 @@ class Runner(ABC):
         """The kind's checks on the restored data."""
 
 
+def timed(check: Callable[..., Check], *arguments: Any) -> Check:
+    """Run a check function and record how long it took."""
+    started = time.monotonic()
+    result = check(*arguments)
+    result.seconds = time.monotonic() - started
+    return result
+
+
 def name_list(names: list[str], limit: int = FIRST_NAMES) -> str:
     """'a, b, c' or 'a, b, c, ... (+12 more)'."""
     shown = ", ".join(names[:limit])
@@ -96,7 +105,13 @@ def sandbox_command_checks(
         output = (result.stdout + result.stderr).strip()
         if result.exit_code == 0:
             checks.append(
-                Check.passed(name, expected="exit 0", observed="exit 0", detail=output[-2000:])
+                Check.passed(
+                    name,
+                    expected="exit 0",
+                    observed="exit 0",
+                    detail=output[-2000:],
+                    seconds=result.seconds,
+                )
             )
         else:
             killed = " (killed: time limit)" if result.exit_code == 137 else ""
@@ -108,6 +123,7 @@ def sandbox_command_checks(
                     expected="exit 0",
                     observed=f"exit {result.exit_code}",
                     detail=output[-2000:],
+                    seconds=result.seconds,
                 )
             )
     return checks

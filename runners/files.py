@@ -12,7 +12,14 @@ from restore_tests import checksums
 from restore_tests.results import Check
 from restore_tests.sandbox import RESTORE_MOUNT
 from restore_tests.scenario import ScenarioBase, Size, StrictModel
-from runners.base import RunContext, Runner, name_list, restore_check, sandbox_command_checks
+from runners.base import (
+    RunContext,
+    Runner,
+    name_list,
+    restore_check,
+    sandbox_command_checks,
+    timed,
+)
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 COUNT_TIMEOUT_SECONDS = 600.0
@@ -111,11 +118,11 @@ class FilesRunner(Runner):
         context.files, context.bytes = tree.files, tree.bytes
         if verify.manifest:
             context.progress(f"hashing the files of {verify.manifest}")
-            checks.append(self._manifest_check(context, verify.manifest))
+            checks.append(timed(self._manifest_check, context, verify.manifest))
         if verify.checksums:
-            checks.append(self._checksums_check(context, verify.checksums))
+            checks.append(timed(self._checksums_check, context, verify.checksums))
         checks.extend(self._expect_checks(context, verify.expect, tree))
-        checks.append(self._sandbox_count_check(context, tree.files))
+        checks.append(timed(self._sandbox_count_check, context, tree.files))
         checks.extend(
             sandbox_command_checks(
                 context, context.scenario.sandbox.commands, context.scenario.sandbox.command_timeout

@@ -93,3 +93,4 @@ class CheckRow(Base):
     observed: Mapped[str] = mapped_column(Text, default="")
     detail: Mapped[str] = mapped_column(Text, default="")
     proves_data: Mapped[bool] = mapped_column(Boolean, default=False)
+    seconds: Mapped[float | None] = mapped_column(Float)

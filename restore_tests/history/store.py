@@ -114,6 +114,7 @@ class HistoryStore:
                     observed=check.observed,
                     detail=check.detail,
                     proves_data=check.proves_data,
+                    seconds=check.seconds,
                 )
                 for index, check in enumerate(result.checks)
             ]

@@ -49,6 +49,7 @@ def from_result(result: ScenarioResult, run_id: str) -> dict[str, Any]:
                 "observed": check.observed,
                 "detail": check.detail,
                 "proves_data": check.proves_data,
+                "seconds": check.seconds,
             }
             for check in result.checks
         ],
@@ -90,6 +91,7 @@ def from_row(row: Result) -> dict[str, Any]:
                 "observed": check.observed,
                 "detail": check.detail,
                 "proves_data": check.proves_data,
+                "seconds": check.seconds,
             }
             for check in row.checks
         ],

@@ -77,6 +77,7 @@ def upgrade() -> None:
         sa.Column("observed", sa.Text, nullable=False),
         sa.Column("detail", sa.Text, nullable=False),
         sa.Column("proves_data", sa.Boolean, nullable=False),
+        sa.Column("seconds", sa.Float),
     )
 
 
