@@ -8,6 +8,7 @@ Schema. Each restore kind contributes its own `verify` model from the runner reg
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -537,11 +538,15 @@ def resolve_paths(scenario: ScenarioBase) -> ScenarioBase:
     if source.is_local:
         prefix = "local:" if source.repository.startswith("local:") else ""
         location = Path(source.repository.removeprefix(prefix)).expanduser()
-        changes["repository"] = prefix + str(folder / location)
+        changes["repository"] = prefix + os.path.normpath(folder / location)
     if source.password_file:
-        changes["password_file"] = str(folder / Path(source.password_file).expanduser())
+        changes["password_file"] = os.path.normpath(
+            folder / Path(source.password_file).expanduser()
+        )
     if source.restic_binary and "/" in source.restic_binary:
-        changes["restic_binary"] = str(folder / Path(source.restic_binary).expanduser())
+        changes["restic_binary"] = os.path.normpath(
+            folder / Path(source.restic_binary).expanduser()
+        )
     if not changes:
         return scenario
     resolved = scenario.model_copy(update={"source": source.model_copy(update=changes)})

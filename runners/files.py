@@ -250,8 +250,8 @@ def _hash_check(
     parts = []
     if result.differing:
         parts.append(
-            f"{len(result.differing)} file{'s' if len(result.differing) > 1 else ''} "
-            f"differ from {label}: {name_list(result.differing)}"
+            f"{_files(len(result.differing))} differ{'s' if len(result.differing) == 1 else ''} "
+            f"from {label}: {name_list(result.differing)}"
         )
     if result.missing:
         parts.append(f"{len(result.missing)} missing: {name_list(result.missing)}")
@@ -259,6 +259,10 @@ def _hash_check(
         parts.append(f"{len(result.unreadable)} unreadable: {name_list(result.unreadable)}")
     reason = "; ".join(parts) + f" (snapshot {context.snapshot.short_id})"
     return Check.failed(name, reason, detail=detail, **fields)
+
+
+def _files(count: int) -> str:
+    return f"{count:,} file{'s' if count != 1 else ''}"
 
 
 def _extra_files(manifest: Path, listed: set[str], root: Path) -> list[str]:

