@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -97,35 +98,61 @@ def test_a_bit_flip_in_a_data_pack_fails_naming_the_damaged_file(repository, tmp
     assert_no_leftovers()
 
 
+def backup_changed_copy(repository: Repository, tmp_path: Path, change) -> Path:
+    """A new snapshot in the repository of a changed copy of the sample tree."""
+    source = tmp_path / "changed"
+    shutil.copytree(repository.source_root, source)
+    change(source / "data" / "compta")
+    subprocess.run(
+        [repository.binary, "--no-cache", "backup", "data"],
+        cwd=source,
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": os.environ["PATH"],
+            "RESTIC_PASSWORD": PASSWORD,
+            "RESTIC_REPOSITORY": str(repository.path),
+        },
+    )
+    return source
+
+
 def test_a_manifest_entry_that_does_not_match_fails_naming_the_file(
     repository, tmp_path, history_url
 ):
     # The backup is fine; the manifest inside it is wrong about one file.
-    source = repository.source_root
-    manifest = source / "data" / "compta" / "SHA256SUMS"
-    original = manifest.read_text()
-    lines = original.splitlines()
-    lines[0] = "0" * 64 + lines[0][64:]
-    try:
+    def corrupt_first_entry(folder: Path) -> None:
+        manifest = folder / "SHA256SUMS"
+        lines = manifest.read_text().splitlines()
+        lines[0] = "0" * 64 + lines[0][64:]
         manifest.write_text("\n".join(lines) + "\n")
-        subprocess.run(
-            [repository.binary, "--no-cache", "backup", "data"],
-            cwd=source,
-            check=True,
-            capture_output=True,
-            env={
-                "PATH": os.environ["PATH"],
-                "RESTIC_PASSWORD": PASSWORD,
-                "RESTIC_REPOSITORY": str(repository.path),
-            },
-        )
-    finally:
-        manifest.write_text(original)
-    name = lines[0][66:]
+
+    source = backup_changed_copy(repository, tmp_path, corrupt_first_entry)
+    name = (source / "data" / "compta" / "SHA256SUMS").read_text().splitlines()[0][66:]
     scenario = write_scenario(tmp_path, "share", str(repository.path))
     result = check(scenario, repository, history_url)
     assert result.returncode == 1
-    assert f"1 file differs from SHA256SUMS: data/compta/{name}" in result.stdout
+    assert f"FAIL  share  1 file differs from SHA256SUMS: data/compta/{name} (snapshot " in (
+        result.stdout
+    )
+    [row] = history_rows(history_url)
+    assert row["status"] == "fail"
+    assert_no_leftovers()
+
+
+def test_a_manifest_path_missing_from_the_snapshot_fails_naming_it(
+    repository, tmp_path, history_url
+):
+    source = backup_changed_copy(
+        repository, tmp_path, lambda folder: (folder / "sub" / "doc-001.txt").unlink()
+    )
+    assert not (source / "data" / "compta" / "sub" / "doc-001.txt").exists()
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    result = check(scenario, repository, history_url)
+    assert result.returncode == 1
+    assert "FAIL  share  1 missing: data/compta/sub/doc-001.txt (snapshot " in result.stdout
+    [row] = history_rows(history_url)
+    assert row["status"] == "fail" and "1 missing: data/compta/sub/doc-001.txt" in row["reason"]
     assert_no_leftovers()
 
 

@@ -56,6 +56,8 @@ def test_a_deleted_pack_fails_naming_the_files_it_held(repository, tmp_path, his
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL  share  restic could not restore "), result.stdout
     assert "/data/compta/blob-" in result.stdout
+    [row] = history_rows(history_url)
+    assert row["status"] == "fail" and "restic could not restore" in row["reason"]
     assert_no_leftovers()
 
 

@@ -92,4 +92,6 @@ def test_an_unreachable_s3_endpoint_is_an_error_within_seconds(
         f"ERROR s3-share  restic: cannot reach the repository {url} "
         f"(127.0.0.1:{port}: Connection refused)"
     )
+    [row] = history_rows(history_url)
+    assert row["status"] == "error" and "cannot reach the repository" in row["reason"]
     assert_no_leftovers()
