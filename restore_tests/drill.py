@@ -147,15 +147,6 @@ def _run_pool(
 
 
 def _unrun(scenario: ScenarioBase, reason: str, cause: str) -> ScenarioResult:
-    result = ScenarioResult(
-        scenario.name,
-        scenario.kind,
-        str(scenario.origin.path),
-        scenario.origin.content_sha256,
-        now(),
-        status=ERROR,
-        reason=reason,
-        cause=cause,
-    )
+    result = ScenarioResult.begin(scenario, now(), status=ERROR, reason=reason, cause=cause)
     result.finished_at = result.started_at
     return result

@@ -60,13 +60,7 @@ def run_scenario(
     scenario: ScenarioBase, options: RunOptions, client: docker.DockerClient
 ) -> ScenarioResult:
     """Run one scenario; never raises for a scenario's own failure (it is the verdict)."""
-    result = ScenarioResult(
-        scenario.name,
-        scenario.kind,
-        str(scenario.origin.path),
-        scenario.origin.content_sha256,
-        now(),
-    )
+    result = ScenarioResult.begin(scenario, now())
     clock = PhaseClock()
     stack = ExitStack()
     try:

@@ -70,6 +70,19 @@ class ScenarioResult:
     checks: list[Check] = field(default_factory=list)
     kept: str = ""
 
+    @classmethod
+    def begin(cls, scenario: Any, started_at: datetime, **fields: Any) -> ScenarioResult:
+        """A result for a scenario (a ScenarioBase), before anything ran."""
+        origin = scenario.origin
+        return cls(
+            scenario.name,
+            scenario.kind,
+            str(origin.path),
+            origin.content_sha256,
+            started_at,
+            **fields,
+        )
+
     @property
     def rto_seconds(self) -> float | None:
         return self.rto.measured_seconds
