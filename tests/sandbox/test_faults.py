@@ -115,50 +115,14 @@ def test_an_invalid_scenario_exits_2_with_file_line_and_field_and_runs_nothing(
     assert not (tmp_path / "history.db").exists()
 
 
-def test_ctrl_c_during_a_restore_exits_130_leaves_nothing_and_no_lock(
-    repository, tmp_path, history_url
-):
-    # Throttled to 64 KiB/s, the ~6 MiB restore takes minutes: it is surely under way.
+def interrupt_during_restore(repository, tmp_path, history_url, command: str, signum: int):
+    """Start a throttled restore (64 KiB/s: it takes minutes), signal it once it is under way."""
     scenario = write_scenario(
         tmp_path, "share", str(repository.path), source_extra="  limit_download: 64k\n"
     )
+    arguments = [command, str(scenario), "--db", history_url, "--json"]
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "cli.py"), "check", str(scenario), "--db", history_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **environment(repository)},
-    )
-    assert process.stderr is not None
-    for line in process.stderr:
-        if "restoring snapshot" in line:
-            break
-    time.sleep(1.5)
-    process.send_signal(signal.SIGINT)
-    stdout, _ = process.communicate(timeout=60)
-    assert process.returncode == 130
-    assert "ERROR share  interrupted during fetch" in stdout
-    [row] = history_rows(history_url)
-    assert row["status"] == "error" and row["reason"] == "interrupted during fetch"
-    locks = restic(repository.binary, str(repository.path), "list", "locks").stdout
-    assert locks.strip() == ""
-    assert_no_leftovers()
-
-
-def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, history_url):
-    scenario = write_scenario(
-        tmp_path, "share", str(repository.path), source_extra="  limit_download: 64k\n"
-    )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "cli.py"),
-            "drill",
-            str(scenario),
-            "--db",
-            history_url,
-            "--json",
-        ],
+        [sys.executable, str(ROOT / "cli.py"), *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -169,13 +133,34 @@ def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, h
         if "restoring snapshot" in line:
             break
     time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     stdout, _ = process.communicate(timeout=60)
-    assert process.returncode == 130
-    document = json.loads(stdout)
+    return process.returncode, json.loads(stdout)
+
+
+def assert_interrupted_cleanly(returncode, document, repository, history_url) -> None:
+    assert returncode == 130
     assert document["status"] == "interrupted"
+    assert document["results"][0]["status"] == "error"
     assert document["results"][0]["reason"] == "interrupted during fetch"
     [row] = history_rows(history_url)
     assert row["status"] == "error" and row["reason"] == "interrupted during fetch"
-    assert restic(repository.binary, str(repository.path), "list", "locks").stdout.strip() == ""
+    locks = restic(repository.binary, str(repository.path), "list", "locks").stdout
+    assert locks.strip() == ""
     assert_no_leftovers()
+
+
+def test_ctrl_c_during_a_restore_exits_130_leaves_nothing_and_no_lock(
+    repository, tmp_path, history_url
+):
+    returncode, document = interrupt_during_restore(
+        repository, tmp_path, history_url, "check", signal.SIGINT
+    )
+    assert_interrupted_cleanly(returncode, document, repository, history_url)
+
+
+def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, history_url):
+    returncode, document = interrupt_during_restore(
+        repository, tmp_path, history_url, "drill", signal.SIGTERM
+    )
+    assert_interrupted_cleanly(returncode, document, repository, history_url)
