@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import time
 
 import pytest
@@ -94,4 +95,25 @@ def test_an_unreachable_s3_endpoint_is_an_error_within_seconds(
     )
     [row] = history_rows(history_url)
     assert row["status"] == "error" and "cannot reach the repository" in row["reason"]
+    assert_no_leftovers()
+
+
+def test_an_endpoint_that_accepts_but_never_answers_is_an_error_not_a_hang(
+    repository, tmp_path, history_url, s3_credentials
+):
+    # restic 0.14 would wait forever on such an endpoint; the preflight names it in seconds.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        url = f"s3:http://127.0.0.1:{port}/backups/share"
+        scenario = write_scenario(tmp_path, "s3-share", url)
+        started = time.monotonic()
+        result = run(scenario, repository, history_url, s3_credentials["AWS_SECRET_ACCESS_KEY"])
+    assert time.monotonic() - started < 60
+    assert result.returncode == 1
+    assert result.stdout.strip() == (
+        f"ERROR s3-share  restic: cannot reach the repository {url} "
+        f"(127.0.0.1:{port}: no answer within 10s)"
+    )
     assert_no_leftovers()
