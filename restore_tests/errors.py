@@ -81,6 +81,10 @@ class DamagedBackup(RestoreTestsError):
     """The backup was reached but its data is damaged: a verdict of FAIL, not an error."""
 
 
+class ObjectiveMissed(RestoreTestsError):
+    """The restore was stopped because it ran far past its RTO: a verdict of FAIL."""
+
+
 class SandboxError(RestoreTestsError):
     """A sandbox could not be created, started or used."""
 

@@ -43,7 +43,7 @@ INHERITED_VARIABLES = (
     "https_proxy",
     "no_proxy",
 )
-STOP_GRACE_SECONDS = 15.0
+STOP_GRACE_SECONDS = 10.0  # restic 0.18 ignores SIGINT while throttled (--limit-download)
 POLL_SECONDS = 0.1
 STDERR_TAIL_LINES = 40
 MASK = "***"

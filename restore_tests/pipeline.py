@@ -22,6 +22,7 @@ from restore_tests.errors import (
     DamagedBackup,
     EnvironmentUnusable,
     Interrupted,
+    ObjectiveMissed,
     PreflightError,
     RestoreTestsError,
 )
@@ -41,6 +42,8 @@ from runners.base import RunContext, Runner
 
 log = logging.getLogger(__name__)
 DISK_MARGIN = 1.05  # keep 5% spare: a restore that fills the disk harms the host
+RESTORE_LIMIT_FACTOR = 4
+RESTORE_LIMIT_MINIMUM = 30.0
 
 
 @dataclass(frozen=True)
@@ -65,7 +68,7 @@ def run_scenario(
     stack = ExitStack()
     try:
         _run(scenario, options, client, result, clock, stack)
-    except DamagedBackup as error:
+    except (DamagedBackup, ObjectiveMissed) as error:
         result.status, result.reason = FAIL, str(error)
     except Interrupted:
         result.status, result.cause = ERROR, CAUSE_INTERRUPTED
@@ -130,6 +133,7 @@ def _run(
             source.include,
             runner.wants_restic_verify(scenario),
             _percent_reporter(say),
+            timeout=_restore_limit(scenario),
         )
     _interrupt_point()
     with clock.phase("sandbox"):
@@ -157,6 +161,12 @@ def _run_checks(
         result.checks.extend(runner.verify(context))
     _interrupt_point()
     result.files, result.bytes = context.files, context.bytes
+
+
+def _restore_limit(scenario: ScenarioBase) -> float | None:
+    """A restore far past its RTO is stopped: waiting longer proves nothing more."""
+    rto = scenario.objectives.rto
+    return None if rto is None else max(RESTORE_LIMIT_FACTOR * rto, RESTORE_LIMIT_MINIMUM)
 
 
 def _check_disk(restic: Restic, snapshot: Snapshot, staging: Path, partial: bool) -> None:

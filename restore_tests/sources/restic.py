@@ -23,9 +23,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from restore_tests import execute
-from restore_tests.errors import DamagedBackup, EnvironmentUnusable, SourceError
+from restore_tests.errors import (
+    CommandFailed,
+    DamagedBackup,
+    EnvironmentUnusable,
+    ObjectiveMissed,
+    SourceError,
+)
 from restore_tests.scenario import ResticSource, SnapshotFilter
 from restore_tests.sources import secrets
+from restore_tests.timing import format_duration
 
 AWS_VARIABLES = (
     "AWS_ACCESS_KEY_ID",
@@ -316,8 +323,13 @@ class Restic:
         include: list[str],
         verify: bool,
         on_progress: Callable[[float], None] | None = None,
+        timeout: float | None = None,
     ) -> RestoreOutcome:
-        """Restore into target; per-file damage is collected, not raised (it is a verdict)."""
+        """Restore into target; per-file damage is collected, not raised (it is a verdict).
+
+        A restore still running after timeout seconds is stopped (ObjectiveMissed): restic 0.14
+        waits forever on a storage endpoint that stops answering.
+        """
         arguments = ["restore", snapshot.id, "--target", str(target), "--json"]
         for path in include:
             arguments += ["--include", path]
@@ -328,17 +340,25 @@ class Restic:
         def on_line(line: str) -> None:
             _read_restore_line(line, outcome, on_progress)
 
-        completed = execute.run(
-            [self.binary, *self._global_flags(), *arguments],
-            # Off a terminal, 0.18 prints dozens of status lines a second unless told otherwise.
-            env={**self.environment(), "RESTIC_PROGRESS_FPS": PROGRESS_FPS},
-            secrets=self.secret_values(),
-            timeout=None,
-            check=False,
-            on_stdout_line=on_line,
-            on_stderr_line=on_line,
-            give_up_when=is_hopeless_retry,
-        )
+        try:
+            completed = execute.run(
+                [self.binary, *self._global_flags(), *arguments],
+                # Off a terminal, 0.18 prints dozens of status lines a second unless told otherwise.
+                env={**self.environment(), "RESTIC_PROGRESS_FPS": PROGRESS_FPS},
+                secrets=self.secret_values(),
+                timeout=timeout,
+                check=False,
+                on_stdout_line=on_line,
+                on_stderr_line=on_line,
+                give_up_when=is_hopeless_retry,
+            )
+        except CommandFailed as error:
+            if error.returncode is not None:
+                raise
+            raise ObjectiveMissed(
+                f"restore from {self.location} did not finish within "
+                f"{format_duration(timeout)}: stopped"
+            ) from error
         if completed.gave_up or (completed.returncode != 0 and not outcome.damaged):
             raise self.explain(completed)
         return outcome

@@ -164,3 +164,23 @@ def test_sigterm_from_a_scheduler_is_handled_like_ctrl_c(repository, tmp_path, h
         repository, tmp_path, history_url, "drill", signal.SIGTERM
     )
     assert_interrupted_cleanly(returncode, document, repository, history_url)
+
+
+def test_a_restore_far_past_its_rto_is_stopped_and_fails(repository, tmp_path, history_url):
+    # 64 KiB/s makes the restore take minutes; with an RTO of 1s it is stopped at the 30 s floor.
+    scenario = write_scenario(
+        tmp_path,
+        "slow",
+        str(repository.path),
+        source_extra="  limit_download: 64k\n",
+        objectives="  rto: 1s\n",
+    )
+    result = run_cli("check", str(scenario), "--db", history_url, env=environment(repository))
+    assert result.returncode == 1
+    assert result.stdout.strip() == (
+        f"FAIL  slow  restore from {repository.path} did not finish within 30s: stopped"
+    )
+    [row] = history_rows(history_url)
+    assert row["status"] == "fail"
+    assert restic(repository.binary, str(repository.path), "list", "locks").stdout.strip() == ""
+    assert_no_leftovers()
