@@ -184,3 +184,32 @@ def test_a_restore_far_past_its_rto_is_stopped_and_fails(repository, tmp_path, h
     assert row["status"] == "fail"
     assert restic(repository.binary, str(repository.path), "list", "locks").stdout.strip() == ""
     assert_no_leftovers()
+
+
+def test_a_restore_that_would_not_fit_on_the_disk_is_refused_before_it_starts(
+    repository, tmp_path, history_url
+):
+    small = tmp_path / "small-disk"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(small)], check=True)
+    try:
+        scenario = write_scenario(tmp_path, "share", str(repository.path))
+        result = run_cli(
+            "check",
+            str(scenario),
+            "--db",
+            history_url,
+            "--work-dir",
+            str(small),
+            env=environment(repository),
+        )
+        assert result.returncode == 1
+        assert result.stdout.startswith(
+            f"ERROR share  not enough disk space in {small}: the restore needs 6.0 MiB, 2.0 MiB free"
+        ), result.stdout
+        assert list(small.iterdir()) == []  # the staging directory was removed
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+    [row] = history_rows(history_url)
+    assert row["status"] == "error" and "not enough disk space" in row["reason"]
+    assert_no_leftovers()
