@@ -124,19 +124,10 @@ def _run(
         _check_disk(restic, snapshot, staging, bool(source.include))
     _interrupt_point()
     restore_root = staging / "restore"
-    with clock.phase("fetch"):
-        say(f"restoring snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC)")
-        restore_root.mkdir()
-        outcome = restic.restore(
-            snapshot,
-            restore_root,
-            source.include,
-            runner.wants_restic_verify(scenario),
-            _percent_reporter(say),
-            timeout=_restore_limit(scenario),
-        )
-    _interrupt_point()
+    restore_root.mkdir()
     with clock.phase("sandbox"):
+        # Started before the restore: the engine syncs the filesystem when it mounts a
+        # container, which after the restore would first write back every restored byte.
         say(f"starting the sandbox ({image})")
         spec = _sandbox_spec(scenario, options, image, restore_root)
         box = stack.enter_context(sandbox(client, spec, keep=options.keep))
@@ -145,6 +136,21 @@ def _run(
                 f"sandbox: docker exec -it {box.name} sh ; staging: {staging} "
                 f"(remove with: restore-tests prune --run {options.run_id})"
             )
+        else:
+            # For the same reason, restored data goes before the container: data deleted before
+            # it was written back costs no disk writes.
+            stack.callback(shutil.rmtree, staging, ignore_errors=True)
+    _interrupt_point()
+    with clock.phase("fetch"):
+        say(f"restoring snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC)")
+        outcome = restic.restore(
+            snapshot,
+            restore_root,
+            source.include,
+            runner.wants_restic_verify(scenario),
+            _percent_reporter(say),
+            timeout=_restore_limit(scenario),
+        )
     context = RunContext(scenario, restore_root, snapshot, outcome, box, say)
     _run_checks(runner, context, clock, result)
     result.rto = judge("rto", clock.measured_rto(), scenario.objectives.rto, "measured")

@@ -7,6 +7,7 @@ the whole session, so no test can write to a user's results.db.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -143,7 +144,6 @@ def repository_template(
         },
     )
     listed = restic(restic_binary, str(path), "snapshots", "--json").stdout
-    import json
 
     snapshot_id = json.loads(listed)[-1]["id"]
     return Repository(path, restic_binary, snapshot_id, source_root)
@@ -273,31 +273,36 @@ def write_scenario(folder: Path, name: str, repository: str, **sections: str) ->
     return path
 
 
-def managed_containers() -> list[str]:
-    completed = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "-a",
-            "--filter",
-            "label=restore-tests.managed=true",
-            "--format",
-            "{{.Names}}",
-        ],
+def managed_containers(work: Path | None = None) -> list[str]:
+    """Sandbox containers; with work, only those whose restored data came from below work
+    (the tests' own, not those of another drill running on the same machine)."""
+    listed = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=restore-tests.managed=true"],
         capture_output=True,
         text=True,
         check=True,
+    ).stdout.split()
+    if not listed:
+        return []
+    inspected = json.loads(
+        subprocess.run(
+            ["docker", "inspect", *listed], capture_output=True, text=True, check=True
+        ).stdout
     )
-    return completed.stdout.split()
+    return [
+        container["Name"].lstrip("/")
+        for container in inspected
+        if work is None
+        or any(mount["Source"].startswith(str(work)) for mount in container["Mounts"])
+    ]
 
 
 def assert_no_leftovers() -> None:
-    """No sandbox container, no staging directory of any run remains."""
+    """No sandbox container, no staging directory of the tests' runs remains."""
     work = Path(os.environ["RESTORE_TESTS_WORK_DIR"])
-    assert list(work.iterdir()) == [] if work.exists() else True, (
-        f"staging left behind: {list(work.iterdir())}"
-    )
-    assert managed_containers() == [], "sandbox containers left behind"
+    left = list(work.iterdir()) if work.exists() else []
+    assert left == [], f"staging left behind: {left}"
+    assert managed_containers(work) == [], "sandbox containers left behind"
 
 
 @pytest.fixture

@@ -205,7 +205,8 @@ def test_a_restore_that_would_not_fit_on_the_disk_is_refused_before_it_starts(
         )
         assert result.returncode == 1
         assert result.stdout.startswith(
-            f"ERROR share  not enough disk space in {small}: the restore needs 6.0 MiB, 2.0 MiB free"
+            f"ERROR share  not enough disk space in {small}: "
+            "the restore needs 6.0 MiB, 2.0 MiB free"
         ), result.stdout
         assert list(small.iterdir()) == []  # the staging directory was removed
     finally:
