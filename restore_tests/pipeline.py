@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,9 +34,9 @@ from restore_tests.results import (
     FAIL,
     ScenarioResult,
 )
-from restore_tests.sandbox import RESTORE_MOUNT, SandboxSpec, check_image, sandbox
+from restore_tests.sandbox import RESTORE_MOUNT, Sandbox, SandboxSpec, check_image, sandbox
 from restore_tests.scenario import ScenarioBase
-from restore_tests.sources.restic import Restic, Snapshot
+from restore_tests.sources.restic import Restic, RestoreOutcome, Snapshot
 from restore_tests.timing import PhaseClock, format_size, judge
 from runners import RUNNERS
 from runners.base import RunContext, Runner
@@ -63,16 +64,15 @@ def run_scenario(
     scenario: ScenarioBase, options: RunOptions, client: docker.DockerClient
 ) -> ScenarioResult:
     """Run one scenario; never raises for a scenario's own failure (it is the verdict)."""
-    result = ScenarioResult.begin(scenario, now())
-    clock = PhaseClock()
-    stack = ExitStack()
+    run = ScenarioRun(scenario, options, client)
+    result = run.result
     try:
-        _run(scenario, options, client, result, clock, stack)
+        run.steps()
     except (DamagedBackup, ObjectiveMissed) as error:
         result.status, result.reason = FAIL, str(error)
     except Interrupted:
         result.status, result.cause = ERROR, CAUSE_INTERRUPTED
-        result.reason = f"interrupted during {_last_phase(clock)}"
+        result.reason = f"interrupted during {_last_phase(run.clock)}"
     except EnvironmentUnusable as error:
         result.status, result.reason, result.cause = ERROR, str(error), CAUSE_ENVIRONMENT
     except RestoreTestsError as error:
@@ -81,92 +81,113 @@ def run_scenario(
         log.debug("internal error in %s", scenario.name, exc_info=True)
         result.status, result.reason = ERROR, f"internal error: {type(error).__name__}: {error}"
     finally:
-        with clock.phase("teardown"):
-            stack.close()
-        result.phases = clock.phases
+        with run.clock.phase("teardown"):
+            run.stack.close()
+        result.phases = run.clock.phases
         result.finished_at = now()
     return result
 
 
-def _run(
-    scenario: ScenarioBase,
-    options: RunOptions,
-    client: docker.DockerClient,
-    result: ScenarioResult,
-    clock: PhaseClock,
-    stack: ExitStack,
-) -> None:
-    runner = RUNNERS[scenario.kind]()
-    source = scenario.source
-    staging = options.work_dir / f"{options.run_id}-{scenario.name}"
+class ScenarioRun:
+    """The steps of one scenario run, in order; what they leave behind is on `stack`."""
 
-    def say(message: str) -> None:
-        options.progress(scenario.name, message)
+    def __init__(
+        self, scenario: ScenarioBase, options: RunOptions, client: docker.DockerClient
+    ) -> None:
+        self.scenario, self.options, self.client = scenario, options, client
+        self.runner: Runner = RUNNERS[scenario.kind]()
+        self.result = ScenarioResult.begin(scenario, now())
+        self.clock = PhaseClock()
+        self.stack = ExitStack()
+        self.staging = options.work_dir / f"{options.run_id}-{scenario.name}"
+        self.restore_root = self.staging / "restore"
+        self.image = scenario.sandbox.image or self.runner.default_image
 
-    with clock.phase("preflight"):
-        image = scenario.sandbox.image or runner.default_image
-        check_image(client, image)
-        staging.mkdir(parents=True, exist_ok=False)
-        if not options.keep:
-            stack.callback(shutil.rmtree, staging, ignore_errors=True)
-        cache_dir = None if options.no_cache or source.is_local else staging / "cache"
-        restic = Restic(source, cache_dir)
-        result.source_version = restic.version_text()
-        restic.environment()  # resolve the password now: a missing one is a preflight error
-        restic.check_reachable()
-    with clock.phase("select"):
-        say(f"selecting a snapshot in {restic.location}")
-        snapshot = restic.select(source.snapshot)
-        result.snapshot_id, result.snapshot_time = snapshot.id, snapshot.time
-        age = (now() - snapshot.time).total_seconds()
-        result.rpo = judge("rpo", max(age, 0.0), scenario.objectives.rpo, "snapshot_time")
-    with clock.phase("preflight"):
-        _check_disk(restic, snapshot, staging, bool(source.include))
-    _interrupt_point()
-    restore_root = staging / "restore"
-    restore_root.mkdir()
-    with clock.phase("sandbox"):
-        # Started before the restore: the engine syncs the filesystem when it mounts a
-        # container, which after the restore would first write back every restored byte.
-        say(f"starting the sandbox ({image})")
-        spec = _sandbox_spec(scenario, options, image, restore_root)
-        box = stack.enter_context(sandbox(client, spec, keep=options.keep))
-        if options.keep:
-            result.kept = (
-                f"sandbox: docker exec -it {box.name} sh ; staging: {staging} "
-                f"(remove with: restore-tests prune --run {options.run_id})"
+    def say(self, message: str) -> None:
+        self.options.progress(self.scenario.name, message)
+
+    def steps(self) -> None:
+        restic = self.preflight()
+        snapshot = self.select(restic)
+        _interrupt_point()
+        with ThreadPoolExecutor(1, thread_name_prefix="disk-check") as background:
+            # restic stats (the disk check) and the container start are independent.
+            partial = bool(self.scenario.source.include)
+            disk_check = background.submit(_check_disk, restic, snapshot, self.staging, partial)
+            box = self.start_sandbox()
+            with self.clock.phase("preflight"):
+                disk_check.result()
+        _interrupt_point()
+        outcome = self.fetch(restic, snapshot)
+        _interrupt_point()
+        context = RunContext(self.scenario, self.restore_root, snapshot, outcome, box, self.say)
+        self.check(context)
+        rto = self.clock.measured_rto()
+        self.result.rto = judge("rto", rto, self.scenario.objectives.rto, "measured")
+        self.result.conclude()
+
+    def preflight(self) -> Restic:
+        source = self.scenario.source
+        with self.clock.phase("preflight"):
+            check_image(self.client, self.image)
+            self.staging.mkdir(parents=True, exist_ok=False)
+            if not self.options.keep:
+                self.stack.callback(shutil.rmtree, self.staging, ignore_errors=True)
+            self.restore_root.mkdir()
+            no_cache = self.options.no_cache or source.is_local
+            restic = Restic(source, None if no_cache else self.staging / "cache")
+            self.result.source_version = restic.version_text()
+            restic.environment()  # resolve the password now: a missing one is a preflight error
+            restic.check_reachable()
+        return restic
+
+    def select(self, restic: Restic) -> Snapshot:
+        with self.clock.phase("select"):
+            self.say(f"selecting a snapshot in {restic.location}")
+            snapshot = restic.select(self.scenario.source.snapshot)
+            self.result.snapshot_id, self.result.snapshot_time = snapshot.id, snapshot.time
+            age = max((now() - snapshot.time).total_seconds(), 0.0)
+            self.result.rpo = judge("rpo", age, self.scenario.objectives.rpo, "snapshot_time")
+        return snapshot
+
+    def start_sandbox(self) -> Sandbox:
+        """Started before the restore: the engine syncs the filesystem when it mounts a
+        container, which after the restore would first write back every restored byte."""
+        with self.clock.phase("sandbox"):
+            self.say(f"starting the sandbox ({self.image})")
+            spec = _sandbox_spec(self.scenario, self.options, self.image, self.restore_root)
+            box = self.stack.enter_context(sandbox(self.client, spec, keep=self.options.keep))
+            if self.options.keep:
+                self.result.kept = (
+                    f"sandbox: docker exec -it {box.name} sh ; staging: {self.staging} "
+                    f"(remove with: restore-tests prune --run {self.options.run_id})"
+                )
+            else:
+                # For the same reason the restored data goes before the container: data
+                # deleted before it was written back costs no disk writes.
+                self.stack.callback(shutil.rmtree, self.staging, ignore_errors=True)
+        return box
+
+    def fetch(self, restic: Restic, snapshot: Snapshot) -> RestoreOutcome:
+        with self.clock.phase("fetch"):
+            self.say(f"restoring snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC)")
+            return restic.restore(
+                snapshot,
+                self.restore_root,
+                self.scenario.source.include,
+                self.runner.wants_restic_verify(self.scenario),
+                _percent_reporter(self.say),
+                timeout=_restore_limit(self.scenario),
             )
-        else:
-            # For the same reason, restored data goes before the container: data deleted before
-            # it was written back costs no disk writes.
-            stack.callback(shutil.rmtree, staging, ignore_errors=True)
-    _interrupt_point()
-    with clock.phase("fetch"):
-        say(f"restoring snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC)")
-        outcome = restic.restore(
-            snapshot,
-            restore_root,
-            source.include,
-            runner.wants_restic_verify(scenario),
-            _percent_reporter(say),
-            timeout=_restore_limit(scenario),
-        )
-    context = RunContext(scenario, restore_root, snapshot, outcome, box, say)
-    _run_checks(runner, context, clock, result)
-    result.rto = judge("rto", clock.measured_rto(), scenario.objectives.rto, "measured")
-    result.conclude()
 
-
-def _run_checks(
-    runner: Runner, context: RunContext, clock: PhaseClock, result: ScenarioResult
-) -> None:
-    with clock.phase("load"):
-        result.checks.extend(runner.load(context))
-    _interrupt_point()
-    with clock.phase("verify"):
-        result.checks.extend(runner.verify(context))
-    _interrupt_point()
-    result.files, result.bytes = context.files, context.bytes
+    def check(self, context: RunContext) -> None:
+        with self.clock.phase("load"):
+            self.result.checks.extend(self.runner.load(context))
+        _interrupt_point()
+        with self.clock.phase("verify"):
+            self.result.checks.extend(self.runner.verify(context))
+        _interrupt_point()
+        self.result.files, self.result.bytes = context.files, context.bytes
 
 
 def _restore_limit(scenario: ScenarioBase) -> float | None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,7 +81,8 @@ def make_tree(root: Path, files: int = 40, large: int = 2) -> Path:
         target = folder / ("sub" if index % 3 else ".") / f"doc-{index:03}.txt"
         target.write_bytes((f"ledger line {index}\n" * (index + 1)).encode())
     for index in range(large):
-        (folder / f"blob-{index}.bin").write_bytes(os.urandom(3 * 1024 * 1024 + index))
+        # Larger than restic's largest chunk (8 MiB): every blob file has several chunks.
+        (folder / f"blob-{index}.bin").write_bytes(os.urandom(9 * 1024 * 1024 + index))
     (root / "data" / "outside.txt").write_text("not in the manifest folder\n")
     lines = []
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -160,6 +162,43 @@ def repository(repository_template: Repository, tmp_path: Path) -> Repository:
         repository_template.snapshot_id,
         repository_template.source_root,
     )
+
+
+def restic_json(repository: Repository, *args: str) -> Any:
+    return json.loads(restic(repository.binary, str(repository.path), *args).stdout)
+
+
+def damage_a_later_chunk_of_a_large_file(repository: Repository) -> str:
+    """Flip 16 bytes in the last chunk of a blob-*.bin file; returns the file's snapshot path.
+
+    A later chunk, not the first: restic 0.14 does not create a file whose first chunk it cannot
+    read, and the point is the file that is restored with the right size and date but zeros.
+    """
+    snapshot = restic_json(repository, "cat", "snapshot", repository.snapshot_id)
+    tree = restic_json(repository, "cat", "blob", snapshot["tree"])
+    for name in ("data", "compta"):
+        [node] = [node for node in tree["nodes"] if node["name"] == name]
+        tree = restic_json(repository, "cat", "blob", node["subtree"])
+    target = next(node for node in tree["nodes"] if node["name"] == "blob-0.bin")
+    assert len(target["content"]) > 1, "blob-0.bin is larger than restic's largest chunk"
+    chunk_id = target["content"][-1]
+    for index_id in restic(repository.binary, str(repository.path), "list", "index").stdout.split():
+        for pack in restic_json(repository, "cat", "index", index_id)["packs"]:
+            for blob in pack["blobs"]:
+                if blob["id"] == chunk_id:
+                    flip_bytes(
+                        repository.path / "data" / pack["id"][:2] / pack["id"],
+                        blob["offset"] + blob["length"] // 2,
+                    )
+                    return "/data/compta/blob-0.bin"
+    raise AssertionError(f"chunk {chunk_id} is in no index")
+
+
+def flip_bytes(pack: Path, offset: int) -> None:
+    content = bytearray(pack.read_bytes())
+    content[offset : offset + 16] = bytes(byte ^ 0xFF for byte in content[offset : offset + 16])
+    pack.chmod(0o644)
+    pack.write_bytes(bytes(content))
 
 
 def free_port() -> int:

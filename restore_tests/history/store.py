@@ -52,7 +52,8 @@ class HistoryStore:
             self.engine = _engine(url)
             self._sessions = sessionmaker(self.engine, expire_on_commit=False)
             self.migrate()
-        except (SQLAlchemyError, ArgumentError, OSError) as error:
+        except (SQLAlchemyError, ArgumentError, OSError, ImportError) as error:
+            # ImportError: the URL names a driver that is not installed (psycopg, pymysql...).
             raise EnvironmentUnusable(
                 f"history database {self.display_url} is unusable: {_short(error)}"
             ) from error

@@ -19,7 +19,7 @@ def from_env(name: str, field: str) -> str:
 def from_file(path: str, field: str) -> str:
     try:
         with open(Path(path), encoding="utf-8") as stream:
-            value = stream.readline().rstrip("\r\n")
+            value = stream.readline().strip()  # as restic --password-file reads it
     except OSError as error:
         raise SourceError(f"{field}: cannot read {path}: {error.strerror}") from error
     if not value:

@@ -17,6 +17,7 @@ from tests.conftest import (
     ROOT,
     Repository,
     assert_no_leftovers,
+    damage_a_later_chunk_of_a_large_file,
     history_rows,
     run_cli,
     write_scenario,
@@ -78,23 +79,18 @@ def test_json_output_has_the_documented_fields(repository, tmp_path, history_url
 
 
 def test_a_bit_flip_in_a_data_pack_fails_naming_the_damaged_file(repository, tmp_path, history_url):
-    largest = max(repository.data_packs(), key=lambda pack: pack.stat().st_size)
-    content = bytearray(largest.read_bytes())
-    middle = len(content) // 2
-    content[middle : middle + 16] = bytes(byte ^ 0xFF for byte in content[middle : middle + 16])
-    largest.chmod(0o644)
-    largest.write_bytes(bytes(content))
+    damaged = damage_a_later_chunk_of_a_large_file(repository)
     scenario = write_scenario(tmp_path, "share", str(repository.path))
     result = check(scenario, repository, history_url)
     assert result.returncode == 1, result.stderr
     assert result.stdout.startswith(
-        "FAIL  share  restic could not restore 1 file (damaged data): /data/compta/blob-"
+        f"FAIL  share  restic could not restore 1 file (damaged data): {damaged} (snapshot "
     ), result.stdout
     [row] = history_rows(history_url)
     assert row["status"] == "fail"
     manifest = next(c for c in row["checks"] if c["name"].startswith("manifest"))
     assert manifest["status"] == "failed"
-    assert "1 file differs from SHA256SUMS: data/compta/blob-" in manifest["reason"]
+    assert f"1 file differs from SHA256SUMS: {damaged.lstrip('/')} (snapshot" in manifest["reason"]
     assert_no_leftovers()
 
 
