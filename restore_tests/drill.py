@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from docker import DockerClient
 
 from restore_tests import __version__, execute
+from restore_tests.cleanup import resume_removals
 from restore_tests.errors import (
     EXIT_ENVIRONMENT,
     EXIT_FAILED,
@@ -85,6 +86,7 @@ def run_drill(
     """Run the scenarios (jobs at a time), record each result, and return the outcome."""
     outcome = DrillOutcome(options.run_id, trigger)
     execute.reset_cancel()
+    resume_removals(options.work_dir)
     try:
         client = connect()
         docker_version: str | None = engine_version(client)

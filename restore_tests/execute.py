@@ -161,6 +161,22 @@ def run(
     return completed
 
 
+def spawn_detached(argv: Sequence[str]) -> None:
+    """Start argv in its own session and do not wait for it (it outlives this process)."""
+    log.debug("spawn: %s", " ".join(argv))
+    try:
+        subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=child_environment(None),
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise EnvironmentUnusable(f"{argv[0]}: cannot start ({error.strerror})") from error
+
+
 def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     return "".join(deque(text.splitlines(keepends=True), maxlen=lines))
 

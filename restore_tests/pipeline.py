@@ -19,6 +19,7 @@ from pathlib import Path
 import docker
 
 from restore_tests import execute
+from restore_tests.cleanup import remove_later, wait_for_removals
 from restore_tests.errors import (
     DamagedBackup,
     EnvironmentUnusable,
@@ -45,6 +46,7 @@ log = logging.getLogger(__name__)
 DISK_MARGIN = 1.05  # keep 5% spare: a restore that fills the disk harms the host
 RESTORE_LIMIT_FACTOR = 4
 RESTORE_LIMIT_MINIMUM = 30.0
+REMOVAL_WAIT_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,7 @@ class ScenarioRun:
             check_image(self.client, self.image)
             self.staging.mkdir(parents=True, exist_ok=False)
             if not self.options.keep:
-                self.stack.callback(shutil.rmtree, self.staging, ignore_errors=True)
+                self.stack.callback(remove_later, self.staging)
             self.restore_root.mkdir()
             no_cache = self.options.no_cache or source.is_local
             restic = Restic(source, None if no_cache else self.staging / "cache")
@@ -163,9 +165,8 @@ class ScenarioRun:
                     f"(remove with: restore-tests prune --run {self.options.run_id})"
                 )
             else:
-                # For the same reason the restored data goes before the container: data
-                # deleted before it was written back costs no disk writes.
-                self.stack.callback(shutil.rmtree, self.staging, ignore_errors=True)
+                # For the same reason the restored data goes before the container.
+                self.stack.callback(remove_later, self.staging)
         return box
 
     def fetch(self, restic: Restic, snapshot: Snapshot) -> RestoreOutcome:
@@ -197,12 +198,19 @@ def _restore_limit(scenario: ScenarioBase) -> float | None:
 
 
 def _check_disk(restic: Restic, snapshot: Snapshot, staging: Path, partial: bool) -> None:
-    """Refuse a restore that would not fit (a partial restore is bounded by the full size)."""
+    """Refuse a restore that would not fit (a partial restore is bounded by the full size).
+
+    Space that earlier scenarios are still freeing is waited for before refusing.
+    """
     if partial:
         return
     needed = restic.restore_size(snapshot)
+    if needed is None:
+        return
+    if needed * DISK_MARGIN > shutil.disk_usage(staging).free:
+        wait_for_removals(staging.parent, REMOVAL_WAIT_SECONDS)
     free = shutil.disk_usage(staging).free
-    if needed is not None and needed * DISK_MARGIN > free:
+    if needed * DISK_MARGIN > free:
         raise PreflightError(
             f"not enough disk space in {staging.parent}: the restore needs "
             f"{format_size(needed)}, {format_size(free)} free"

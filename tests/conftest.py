@@ -336,10 +336,22 @@ def managed_containers(work: Path | None = None) -> list[str]:
     ]
 
 
+def remaining(folder: Path, timeout: float = 30.0) -> list[Path]:
+    """What is left in folder once the detached removals of staging directories are done."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = sorted(folder.iterdir()) if folder.exists() else []
+        if not any(path.name.endswith(".removing") for path in left):
+            return left
+        if time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
 def assert_no_leftovers() -> None:
     """No sandbox container, no staging directory of the tests' runs remains."""
     work = Path(os.environ["RESTORE_TESTS_WORK_DIR"])
-    left = list(work.iterdir()) if work.exists() else []
+    left = remaining(work)
     assert left == [], f"staging left behind: {left}"
     assert managed_containers(work) == [], "sandbox containers left behind"
 
