@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,25 +17,31 @@ REMOVING = ".removing"
 REMOVAL_POLL_SECONDS = 0.5
 
 
-def remove_later(folder: Path) -> None:
-    """Remove a staging directory without waiting for the disk.
+def dispose(staging: Path, container_id: str | None = None) -> bool:
+    """Remove a run's staging directory (and its sandbox) without making the run wait.
 
     Deleting a large restored tree waits for the disk to release its blocks (about 2 s per GiB
-    measured here). The folder is renamed at once, so it is gone from where it was, and deleted
-    by a detached process; resume_removals() restarts any deletion that a reboot interrupted.
+    here), and removing a container makes the engine sync the filesystem, which first writes
+    back every restored byte not yet deleted. So the directory is renamed at once and a detached
+    reaper deletes it, then the container. Returns False when no reaper could be started: the
+    caller removes the container itself. resume_removals() finishes what a reboot interrupted.
     """
-    target = folder.with_name(folder.name + REMOVING)
+    target = staging.with_name(staging.name + REMOVING)
     try:
-        folder.rename(target)
+        staging.rename(target)
     except FileNotFoundError:
-        return
+        if container_id is None:
+            return True  # already handed to a reaper
     except OSError:
-        shutil.rmtree(folder, ignore_errors=True)
-        return
+        shutil.rmtree(staging, ignore_errors=True)
+        return False
+    arguments = [sys.executable, "-m", "restore_tests.reaper", str(target)]
     try:
-        execute.spawn_detached(["rm", "-rf", "--", str(target)])
+        execute.spawn_detached(arguments + ([container_id] if container_id else []))
     except EnvironmentUnusable:
         shutil.rmtree(target, ignore_errors=True)
+        return False
+    return True
 
 
 def pending_removals(work_dir: Path) -> list[Path]:
@@ -43,7 +50,7 @@ def pending_removals(work_dir: Path) -> list[Path]:
 
 def resume_removals(work_dir: Path) -> None:
     for folder in pending_removals(work_dir):
-        execute.spawn_detached(["rm", "-rf", "--", str(folder)])
+        execute.spawn_detached([sys.executable, "-m", "restore_tests.reaper", str(folder)])
 
 
 def wait_for_removals(work_dir: Path, timeout: float) -> None:

@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import docker
 
 from restore_tests import execute
-from restore_tests.cleanup import remove_later, wait_for_removals
+from restore_tests.cleanup import dispose, wait_for_removals
 from restore_tests.errors import (
     DamagedBackup,
     EnvironmentUnusable,
@@ -114,8 +115,8 @@ class ScenarioRun:
         _interrupt_point()
         with ThreadPoolExecutor(1, thread_name_prefix="disk-check") as background:
             # restic stats (the disk check) and the container start are independent.
-            partial = bool(self.scenario.source.include)
-            disk_check = background.submit(_check_disk, restic, snapshot, self.staging, partial)
+            subset = bool(self.scenario.source.include)
+            disk_check = background.submit(_check_disk, restic, snapshot, self.staging, subset)
             box = self.start_sandbox()
             with self.clock.phase("preflight"):
                 disk_check.result()
@@ -134,7 +135,7 @@ class ScenarioRun:
             check_image(self.client, self.image)
             self.staging.mkdir(parents=True, exist_ok=False)
             if not self.options.keep:
-                self.stack.callback(remove_later, self.staging)
+                self.stack.callback(dispose, self.staging)
             self.restore_root.mkdir()
             no_cache = self.options.no_cache or source.is_local
             restic = Restic(source, None if no_cache else self.staging / "cache")
@@ -154,19 +155,21 @@ class ScenarioRun:
 
     def start_sandbox(self) -> Sandbox:
         """Started before the restore: the engine syncs the filesystem when it mounts a
-        container, which after the restore would first write back every restored byte."""
+        container, which after the restore would first write back every restored byte. At the
+        end, a detached reaper deletes the staging folder, then the container (cleanup.dispose).
+        """
         with self.clock.phase("sandbox"):
             self.say(f"starting the sandbox ({self.image})")
             spec = _sandbox_spec(self.scenario, self.options, self.image, self.restore_root)
-            box = self.stack.enter_context(sandbox(self.client, spec, keep=self.options.keep))
+            hand_off = None if self.options.keep else partial(dispose, self.staging)
+            box = self.stack.enter_context(
+                sandbox(self.client, spec, keep=self.options.keep, hand_off=hand_off)
+            )
             if self.options.keep:
                 self.result.kept = (
                     f"sandbox: docker exec -it {box.name} sh ; staging: {self.staging} "
                     f"(remove with: restore-tests prune --run {self.options.run_id})"
                 )
-            else:
-                # For the same reason the restored data goes before the container.
-                self.stack.callback(remove_later, self.staging)
         return box
 
     def fetch(self, restic: Restic, snapshot: Snapshot) -> RestoreOutcome:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -128,8 +128,13 @@ def sandbox(
     client: docker.DockerClient,
     spec: SandboxSpec,
     keep: bool = False,
+    hand_off: Callable[[str], bool] | None = None,
 ) -> Iterator[Sandbox]:
-    """Create and start a hardened container; remove it on exit (unless keep), whatever happens."""
+    """Create and start a hardened container; remove it on exit (unless keep), whatever happens.
+
+    hand_off(container id) may take the removal over (a detached reaper) and return True;
+    otherwise, or when it fails, the container is removed here.
+    """
     container = None
     try:
         container = client.containers.create(**_create_arguments(spec))
@@ -140,8 +145,13 @@ def sandbox(
     except APIError as error:
         raise SandboxError(f"sandbox for {spec.scenario}: {_short(error)}") from error
     finally:
-        if container is not None and not keep:
+        if container is not None and not keep and not (hand_off and hand_off(container.id)):
             remove(container)
+
+
+def remove_by_id(client: docker.DockerClient, container_id: str) -> None:
+    with suppress(NotFound):
+        remove(client.containers.get(container_id))
 
 
 def _create_arguments(spec: SandboxSpec) -> dict[str, Any]:
