@@ -91,3 +91,8 @@ class SandboxError(RestoreTestsError):
 
 class PreflightError(RestoreTestsError):
     """A precondition of one scenario does not hold (missing image, not enough disk...)."""
+
+
+class HostError(EnvironmentUnusable):
+    """The host failed, not the backup: no space left in staging, permission denied, too many
+    open files. Never a verdict on the backup (an ERROR, exit 3)."""

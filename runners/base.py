@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from restore_tests.results import Check
-from restore_tests.sandbox import Sandbox
+from restore_tests.sandbox import RESTORE_MOUNT, Sandbox
 from restore_tests.scenario import ScenarioBase, StrictModel
 from restore_tests.sources.restic import RestoreOutcome, Snapshot
 
 DEFAULT_IMAGE = "restore-tests/sandbox:bookworm"
 FIRST_NAMES = 5
+COUNT_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass
@@ -127,3 +128,27 @@ def sandbox_command_checks(
                 )
             )
     return checks
+
+
+def sandbox_count_check(context: RunContext, host_files: int) -> Check:
+    """The sandbox must see as many regular files as the host restored."""
+    name = "sandbox file count"
+    context.progress("counting files inside the sandbox")
+    result = context.sandbox.exec(
+        ["find", RESTORE_MOUNT, "-type", "f", "-printf", "."], COUNT_TIMEOUT_SECONDS
+    )
+    if result.exit_code != 0:
+        return Check.error(
+            name,
+            f"could not count files inside the sandbox: "
+            f"{(result.stderr.strip() or 'exit ' + str(result.exit_code))}"[:300],
+        )
+    seen = len(result.stdout.strip())
+    if seen != host_files:
+        return Check.failed(
+            name,
+            f"the sandbox sees {seen:,} files, the host restored {host_files:,}",
+            expected=str(host_files),
+            observed=str(seen),
+        )
+    return Check.passed(name, expected=str(host_files), observed=str(seen))

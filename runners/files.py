@@ -10,7 +10,6 @@ from pydantic import Field, field_validator
 
 from restore_tests import checksums
 from restore_tests.results import Check
-from restore_tests.sandbox import RESTORE_MOUNT
 from restore_tests.scenario import ScenarioBase, Size, StrictModel
 from runners.base import (
     RunContext,
@@ -18,11 +17,11 @@ from runners.base import (
     name_list,
     restore_check,
     sandbox_command_checks,
+    sandbox_count_check,
     timed,
 )
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
-COUNT_TIMEOUT_SECONDS = 600.0
 
 
 def _absolute(path: str) -> str:
@@ -122,7 +121,7 @@ class FilesRunner(Runner):
         if verify.checksums:
             checks.append(timed(self._checksums_check, context, verify.checksums))
         checks.extend(self._expect_checks(context, verify.expect, tree))
-        checks.append(timed(self._sandbox_count_check, context, tree.files))
+        checks.append(timed(sandbox_count_check, context, tree.files))
         checks.extend(
             sandbox_command_checks(
                 context, context.scenario.sandbox.commands, context.scenario.sandbox.command_timeout
@@ -206,28 +205,6 @@ class FilesRunner(Runner):
             check.proves_data = minimum > 0
             checks.append(check)
         return checks
-
-    def _sandbox_count_check(self, context: RunContext, host_files: int) -> Check:
-        name = "sandbox file count"
-        context.progress("counting files inside the sandbox")
-        result = context.sandbox.exec(
-            ["find", RESTORE_MOUNT, "-type", "f", "-printf", "."], COUNT_TIMEOUT_SECONDS
-        )
-        if result.exit_code != 0:
-            return Check.error(
-                name,
-                f"could not count files inside the sandbox: "
-                f"{(result.stderr.strip() or 'exit ' + str(result.exit_code))}"[:300],
-            )
-        seen = len(result.stdout.strip())
-        if seen != host_files:
-            return Check.failed(
-                name,
-                f"the sandbox sees {seen:,} files, the host restored {host_files:,}",
-                expected=str(host_files),
-                observed=str(seen),
-            )
-        return Check.passed(name, expected=str(host_files), observed=str(seen))
 
 
 def _hash_check(
