@@ -1,8 +1,10 @@
 """sha256sum-format manifests and fast, bounded-memory verification of restored files.
 
 Never trust size or mtime: restic restores a damaged blob as zeros with the right size and
-mtime, so every file named in a manifest is hashed. Python's hashlib uses SHA-NI where
-coreutils does not; one reusable buffer per worker keeps memory flat for any restore size.
+mtime, so every file named in a manifest is hashed. Only regular files inside the restored tree
+are opened (restored.RestoredTree resolves every name), never a FIFO, a device or a host file.
+Python's hashlib uses SHA-NI where coreutils does not; one reusable buffer per worker keeps
+memory flat for any restore size.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from restore_tests import execute
+from restore_tests.errors import Interrupted
+from restore_tests.restored import MISSING, OPEN_FLAGS, REGULAR, RestoredTree
 
 BUFFER_BYTES = 1024 * 1024
 _LINE = re.compile(r"^(\\?)([0-9a-fA-F]{64}) [ *](.+)$")
@@ -69,67 +75,102 @@ class Verification:
     bytes_hashed: int = 0
     missing: list[str] = field(default_factory=list)
     differing: list[str] = field(default_factory=list)
+    # Restored entries that cannot hold the expected content: a folder, a FIFO, a device, a
+    # link leading out of the restored data. The backup's fault: a failure.
     unreadable: list[str] = field(default_factory=list)
+    # Regular files the host could not read (permission denied, too many open files, I/O
+    # error): not the backup's fault, so the check could not run: an error.
+    host_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.checked > 0 and not (self.missing or self.differing or self.unreadable)
+        return self.checked > 0 and not (
+            self.missing or self.differing or self.unreadable or self.host_errors
+        )
 
 
-def sha256_file(path: str, buffer: bytearray) -> str:
-    digest = hashlib.sha256()
-    view = memoryview(buffer)
-    with open(path, "rb", buffering=0) as stream:
+def sha256_file(path: str, buffer: bytearray, cancelled: Callable[[], bool] = bool) -> str:
+    """The sha256 of a regular file; anything else (a FIFO, a device) is refused unopened.
+
+    O_NONBLOCK: opening a FIFO must not wait for a writer; O_NOFOLLOW: never a link's target.
+    """
+    descriptor = os.open(path, OPEN_FLAGS)
+    with open(descriptor, "rb", buffering=0) as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise NotRegularFile(path)
+        digest = hashlib.sha256()
+        view = memoryview(buffer)
         while read := stream.readinto(buffer):
             digest.update(view[:read])
+            if cancelled():
+                raise Interrupted()
     return digest.hexdigest()
 
 
+class NotRegularFile(OSError):
+    """Opened something that is not a regular file (the tree changed since it was walked)."""
+
+
 def verify(
-    root: Path,
+    tree: RestoredTree,
     expected: Iterable[tuple[str, str]],
     workers: int | None = None,
+    cancelled: Callable[[], bool] = execute.cancel_requested,
 ) -> Verification:
-    """Hash each (path inside root, sha256) pair; paths may not leave root, links included.
+    """Hash each (path inside the tree, sha256) pair; only regular files inside the tree are read.
 
-    Large files first, spread over worker threads that pull from one shared list (hashlib and
-    file reads release the GIL), each with its own buffer.
+    Paths are resolved over the tree's index (links followed only while they stay inside), so
+    nothing outside the restored data is ever opened. Large files first, spread over worker
+    threads that pull from one shared list (hashlib and file reads release the GIL), each with
+    its own buffer. Raises Interrupted when cancelled (checked between chunks).
     """
-    real_root = os.path.realpath(root)
     jobs: list[tuple[int, str, str, str]] = []
     result = Verification()
     for name, digest in expected:
         result.checked += 1
-        location = os.path.realpath(os.path.join(real_root, name))
-        if os.path.commonpath([real_root, location]) != real_root:
-            result.unreadable.append(f"{name} (leads outside the restored data)")
-            continue
-        try:
-            size = os.stat(location).st_size
-        except FileNotFoundError:
+        found = tree.lookup(name)
+        if found.kind == REGULAR:
+            size = tree.files[found.path]
+            jobs.append((size, name, str(tree.root / found.path), digest))
+        elif found.kind == MISSING:
             result.missing.append(name)
-            continue
-        except OSError as error:
-            result.unreadable.append(f"{name} ({error.strerror})")
-            continue
-        jobs.append((size, name, location, digest))
+        else:
+            result.unreadable.append(f"{name} ({found.kind})")
     jobs.sort(reverse=True)
+    _hash_jobs(jobs, result, workers, cancelled)
+    for names in (result.missing, result.differing, result.unreadable, result.host_errors):
+        names.sort()
+    return result
+
+
+def _hash_jobs(
+    jobs: list[tuple[int, str, str, str]],
+    result: Verification,
+    workers: int | None,
+    cancelled: Callable[[], bool],
+) -> None:
     lock = threading.Lock()
     pending = iter(jobs)
 
     def work() -> None:
         buffer = bytearray(BUFFER_BYTES)
-        while True:
+        while not cancelled():
             with lock:
                 job = next(pending, None)
             if job is None:
                 return
             size, name, location, digest = job
             try:
-                actual = sha256_file(location, buffer)
+                actual = sha256_file(location, buffer, cancelled)
+            except Interrupted:
+                return
+            except NotRegularFile:
+                with lock:
+                    result.unreadable.append(f"{name} (not a regular file)")
+                continue
             except OSError as error:
                 with lock:
-                    result.unreadable.append(f"{name} ({error.strerror})")
+                    result.host_errors.append(f"{name} ({error.strerror or error})")
                 continue
             with lock:
                 result.bytes_hashed += size
@@ -144,38 +185,9 @@ def verify(
         thread.start()
     for thread in threads:
         thread.join()
-    for names in (result.missing, result.differing, result.unreadable):
-        names.sort()
-    return result
+    if cancelled():
+        raise Interrupted()
 
 
 def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
-
-
-@dataclass(frozen=True)
-class TreeStats:
-    files: int
-    bytes: int
-
-
-def walk_files(root: Path) -> Iterator[tuple[str, int]]:
-    """Every regular file below root (relative path, size), never following links."""
-    stack = [str(root)]
-    base = len(str(root)) + 1
-    while stack:
-        folder = stack.pop()
-        with os.scandir(folder) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    yield entry.path[base:], entry.stat(follow_symlinks=False).st_size
-
-
-def tree_stats(root: Path) -> TreeStats:
-    files = total = 0
-    for _, size in walk_files(root):
-        files += 1
-        total += size
-    return TreeStats(files, total)

@@ -8,6 +8,7 @@ path (unless --keep), also when the run is interrupted.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import docker
 
-from restore_tests import execute
+from restore_tests import execute, restored
 from restore_tests.cleanup import dispose, wait_for_removals
 from restore_tests.errors import (
     DamagedBackup,
@@ -29,19 +30,22 @@ from restore_tests.errors import (
     PreflightError,
     RestoreTestsError,
 )
+from restore_tests.restored import RestoredTree
 from restore_tests.results import (
     CAUSE_ENVIRONMENT,
     CAUSE_INTERRUPTED,
     ERROR,
     FAIL,
+    Check,
     ScenarioResult,
 )
 from restore_tests.sandbox import RESTORE_MOUNT, Sandbox, SandboxSpec, check_image, sandbox
 from restore_tests.scenario import ScenarioBase
 from restore_tests.sources.restic import Restic, RestoreOutcome, Snapshot
+from restore_tests.staging import PRIVATE, create_staging
 from restore_tests.timing import PhaseClock, format_size, judge
 from runners import RUNNERS
-from runners.base import RunContext, Runner
+from runners.base import RunContext, Runner, name_list
 
 log = logging.getLogger(__name__)
 DISK_MARGIN = 1.05  # keep 5% spare: a restore that fills the disk harms the host
@@ -102,7 +106,7 @@ class ScenarioRun:
         self.result = ScenarioResult.begin(scenario, now())
         self.clock = PhaseClock()
         self.stack = ExitStack()
-        self.staging = options.work_dir / f"{options.run_id}-{scenario.name}"
+        self.staging = options.work_dir  # replaced by the run's own folder in preflight
         self.restore_root = self.staging / "restore"
         self.image = scenario.sandbox.image or self.runner.default_image
 
@@ -123,7 +127,10 @@ class ScenarioRun:
         _interrupt_point()
         outcome = self.fetch(restic, snapshot)
         _interrupt_point()
-        context = RunContext(self.scenario, self.restore_root, snapshot, outcome, box, self.say)
+        tree = self.inspect_restored_tree()
+        context = RunContext(
+            self.scenario, self.restore_root, snapshot, outcome, box, self.say, tree
+        )
         self.check(context)
         rto = self.clock.measured_rto()
         self.result.rto = judge("rto", rto, self.scenario.objectives.rto, "measured")
@@ -133,10 +140,11 @@ class ScenarioRun:
         source = self.scenario.source
         with self.clock.phase("preflight"):
             check_image(self.client, self.image)
-            self.staging.mkdir(parents=True, exist_ok=False)
+            self.staging = create_staging(self.options.work_dir, self.options.run_id)
+            self.restore_root = self.staging / "restore"
             if not self.options.keep:
                 self.stack.callback(dispose, self.staging)
-            self.restore_root.mkdir()
+            os.mkdir(self.restore_root, PRIVATE)
             no_cache = self.options.no_cache or source.is_local
             restic = Restic(source, None if no_cache else self.staging / "cache")
             self.result.source_version = restic.version_text()
@@ -184,6 +192,15 @@ class ScenarioRun:
                 timeout=_restore_limit(self.scenario),
             )
 
+    def inspect_restored_tree(self) -> RestoredTree:
+        """Walk what was restored once: the runners' index, and the sweep of setuid bits and
+        device nodes (part of making the data available, so inside the fetch span)."""
+        with self.clock.phase("fetch"):
+            self.say("walking the restored tree")
+            tree = restored.walk(self.restore_root, execute.cancel_requested)
+        self.result.checks.extend(tree_checks(tree))
+        return tree
+
     def check(self, context: RunContext) -> None:
         with self.clock.phase("load"):
             self.result.checks.extend(self.runner.load(context))
@@ -192,6 +209,27 @@ class ScenarioRun:
             self.result.checks.extend(self.runner.verify(context))
         _interrupt_point()
         self.result.files, self.result.bytes = context.files, context.bytes
+
+
+def tree_checks(tree: RestoredTree) -> list[Check]:
+    """What the walk found that matters whatever the kind: unsafe entries, unreadable folders."""
+    checks = []
+    if tree.unreadable_folders.count:
+        checks.append(
+            Check.error(
+                "restored tree",
+                f"could not read {tree.unreadable_folders.count:,} restored folders on this "
+                f"host: {name_list(tree.unreadable_folders.names)}",
+            )
+        )
+    summary = tree.special.summary()
+    if summary:
+        special = tree.special
+        names = special.setuid.names + special.devices.names + special.fifos_and_sockets.names
+        checks.append(
+            Check.passed("special files", observed=summary, detail="first: " + name_list(names, 20))
+        )
+    return checks
 
 
 def _restore_limit(scenario: ScenarioBase) -> float | None:

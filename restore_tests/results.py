@@ -12,10 +12,42 @@ PASS, FAIL, ERROR = "pass", "fail", "error"
 CHECK_PASSED, CHECK_FAILED, CHECK_ERROR = "passed", "failed", "error"
 # Why a result is an error, when it is: environment errors make the whole command exit 3.
 CAUSE_ENVIRONMENT, CAUSE_INTERRUPTED = "environment", "interrupted"
+# Whatever a check or a result says may come from restored data or a sandboxed program: it is
+# bounded here, once, for every runner and every output (terminal, JSON, history).
+REASON_LIMIT = 300
+DETAIL_LIMIT = 4096
+_ONE_LINE_FIELDS = {"reason": REASON_LIMIT, "expected": REASON_LIMIT, "observed": REASON_LIMIT}
+
+
+def one_line(text: str, limit: int = REASON_LIMIT) -> str:
+    """Text as one line of at most limit characters (control characters made visible)."""
+    flat = " ".join(text.split())
+    flat = "".join(c if c.isprintable() else "?" for c in flat)
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
+
+
+def head_and_tail(text: str, limit: int = DETAIL_LIMIT) -> str:
+    """At most limit characters: the beginning and the end, and how much was cut between."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 40) // 2
+    return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters cut ...]\n{text[-half:]}"
+
+
+class _Bounded:
+    """Every assignment of a free-text field is bounded, whoever makes it."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, str):
+            if name in _ONE_LINE_FIELDS:
+                value = one_line(value, _ONE_LINE_FIELDS[name])
+            elif name == "detail":
+                value = head_and_tail(value)
+        super().__setattr__(name, value)
 
 
 @dataclass
-class Check:
+class Check(_Bounded):
     """One verification: what was expected, what was observed, and whether it proved data.
 
     `proves_data` is true only for checks that compared restored content against an expectation
@@ -49,7 +81,7 @@ def _not_configured(name: str) -> Objective:
 
 
 @dataclass
-class ScenarioResult:
+class ScenarioResult(_Bounded):
     scenario: str
     kind: str
     scenario_path: str

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from restore_tests.restored import RestoredTree
 from restore_tests.results import Check
 from restore_tests.sandbox import RESTORE_MOUNT, Sandbox
 from restore_tests.scenario import ScenarioBase, StrictModel
@@ -29,6 +30,7 @@ class RunContext:
     restore_outcome: RestoreOutcome
     sandbox: Sandbox
     progress: Callable[[str], None]
+    tree: RestoredTree  # the restored tree, walked once (contained lookups, safe to open)
     files: int | None = None  # restored tree, as the runner measured it
     bytes: int | None = None
     hashed_files: int | None = None
@@ -37,10 +39,6 @@ class RunContext:
     @property
     def verify(self) -> Any:
         return self.scenario.verify  # type: ignore[attr-defined]
-
-    def host_path(self, snapshot_path: str) -> Path:
-        """Where a path of the snapshot (absolute, as backed up) was restored on the host."""
-        return self.restore_root / snapshot_path.lstrip("/")
 
 
 class Runner(ABC):

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import posixpath
 from typing import ClassVar
 
 from pydantic import Field, field_validator
 
 from restore_tests import checksums
+from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree, read_bounded
 from restore_tests.results import Check
 from restore_tests.scenario import ScenarioBase, Size, StrictModel
+from restore_tests.timing import format_size
 from runners.base import (
     RunContext,
     Runner,
@@ -22,6 +23,7 @@ from runners.base import (
 )
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+MANIFEST_LIMIT_BYTES = 64 * 1024**2  # about 600,000 sha256sum lines
 
 
 def _absolute(path: str) -> str:
@@ -103,25 +105,21 @@ class FilesRunner(Runner):
 
     def verify(self, context: RunContext) -> list[Check]:
         verify: FilesVerify = context.verify
-        checks = [restore_check(context.restore_outcome, context.snapshot)]
+        tree = context.tree
+        context.files, context.bytes = tree.file_count, tree.bytes
+        checks = [
+            restore_check(context.restore_outcome, context.snapshot),
+            _restored_something(context),
+        ]
         if verify.restic_verify and not context.restore_outcome.damaged:
-            checks.append(
-                Check.passed(
-                    "restic --verify",
-                    proves_data=True,
-                    observed="restored content matches the repository",
-                )
-            )
-        context.progress("walking the restored tree")
-        tree = checksums.tree_stats(context.restore_root)
-        context.files, context.bytes = tree.files, tree.bytes
+            checks.append(_restic_verify_check(tree))
         if verify.manifest:
             context.progress(f"hashing the files of {verify.manifest}")
             checks.append(timed(self._manifest_check, context, verify.manifest))
         if verify.checksums:
             checks.append(timed(self._checksums_check, context, verify.checksums))
-        checks.extend(self._expect_checks(context, verify.expect, tree))
-        checks.append(timed(sandbox_count_check, context, tree.files))
+        checks.extend(self._expect_checks(context, verify.expect))
+        checks.append(timed(sandbox_count_check, context, tree.file_count))
         checks.extend(
             sandbox_command_checks(
                 context, context.scenario.sandbox.commands, context.scenario.sandbox.command_timeout
@@ -131,19 +129,30 @@ class FilesRunner(Runner):
 
     def _manifest_check(self, context: RunContext, manifest: str) -> Check:
         name = f"manifest {manifest}"
-        location = context.host_path(manifest)
-        label = os.path.basename(manifest)
-        if not location.is_file():
-            top = sorted("/" + entry.name for entry in context.restore_root.iterdir())
+        tree = context.tree
+        found = tree.lookup(manifest)
+        label = posixpath.basename(manifest)
+        if found.kind == MISSING:
+            top = sorted("/" + path for path in (*tree.directories, *tree.files) if "/" not in path)
             return Check.failed(
                 name,
                 f"manifest {manifest} is not in the restored data "
                 f"(snapshot {context.snapshot.short_id} holds "
                 f"{name_list(top) or 'nothing'})",
             )
-        parsed = checksums.parse_manifest(
-            location.read_text(encoding="utf-8", errors="surrogateescape")
-        )
+        if found.kind != REGULAR:
+            return Check.failed(name, f"manifest {manifest} is not a regular file ({found.kind})")
+        try:
+            text = read_bounded(tree.root / found.path, MANIFEST_LIMIT_BYTES)
+        except ValueError:
+            return Check.failed(
+                name, f"manifest {manifest} is larger than {format_size(MANIFEST_LIMIT_BYTES)}"
+            )
+        except OSError as error:
+            return Check.error(
+                name, f"could not read the manifest {manifest} on the host: {error.strerror}"
+            )
+        parsed = checksums.parse_manifest(text)
         if parsed.malformed_lines:
             return Check.failed(
                 name,
@@ -152,28 +161,27 @@ class FilesRunner(Runner):
             )
         if not parsed.entries:
             return Check.failed(name, f"{label} has no entries: it proves nothing")
-        folder = os.path.relpath(location.parent, context.restore_root)
-        expected = [
-            (os.path.normpath(os.path.join(folder, entry.path)), entry.sha256)
-            for entry in parsed.entries
-        ]
-        result = checksums.verify(context.restore_root, expected)
-        extra = _extra_files(location, {path for path, _ in expected}, context.restore_root)
+        folder = posixpath.dirname(found.path)
+        expected = [(_entry_path(folder, entry.path), entry.sha256) for entry in parsed.entries]
+        result = checksums.verify(tree, expected)
+        listed = {path for path, _ in expected} | {found.path}
+        extra = sorted(path for path in tree.files_below(folder) if path not in listed)
         return _hash_check(name, label, result, context, extra)
 
     def _checksums_check(self, context: RunContext, values: dict[str, str]) -> Check:
         expected = [(path.lstrip("/"), digest) for path, digest in values.items()]
-        result = checksums.verify(context.restore_root, expected)
+        result = checksums.verify(context.tree, expected)
         return _hash_check("checksums", "the checksums", result, context, [])
 
-    def _expect_checks(
-        self, context: RunContext, expect: Expect, tree: checksums.TreeStats
-    ) -> list[Check]:
+    def _expect_checks(self, context: RunContext, expect: Expect) -> list[Check]:
         checks = []
+        tree = context.tree
         if expect.paths:
-            missing = [
-                path for path in expect.paths if not os.path.lexists(context.host_path(path))
-            ]
+            missing = []
+            for path in expect.paths:
+                kind = tree.lookup(path).kind
+                if kind not in (REGULAR, DIRECTORY):
+                    missing.append(path if kind == MISSING else f"{path} ({kind})")
             checks.append(
                 Check.failed(
                     "expected paths",
@@ -190,7 +198,7 @@ class FilesRunner(Runner):
                 )
             )
         for label, minimum, observed in (
-            ("files", expect.min_files, tree.files),
+            ("files", expect.min_files, tree.file_count),
             ("bytes", expect.min_bytes, tree.bytes),
         ):
             if minimum is None:
@@ -207,13 +215,52 @@ class FilesRunner(Runner):
         return checks
 
 
+def _restored_something(context: RunContext) -> Check:
+    """A restore that produced no file proves nothing, whatever else passes (an include typo)."""
+    tree = context.tree
+    if tree.file_count:
+        return Check.passed(
+            "restored files",
+            observed=f"{tree.file_count:,} files, {format_size(tree.bytes)}",
+        )
+    include = context.scenario.source.include
+    matched = f"; include {', '.join(include)} matched nothing" if include else ""
+    return Check.failed(
+        "restored files",
+        f"the restore produced no files (snapshot {context.snapshot.short_id}{matched})",
+        expected="at least 1 file",
+        observed="0 files",
+    )
+
+
+def _restic_verify_check(tree: RestoredTree) -> Check:
+    """restic re-read what it wrote: a proof only when it wrote at least one byte."""
+    if tree.bytes == 0:
+        return Check.passed(
+            "restic --verify", observed="nothing restored to compare", proves_data=False
+        )
+    return Check.passed(
+        "restic --verify",
+        proves_data=True,
+        observed=f"{tree.file_count:,} restored files ({format_size(tree.bytes)}) match "
+        "the repository",
+    )
+
+
+def _entry_path(folder: str, entry: str) -> str:
+    """A manifest entry as a path of the tree; `..` is left to the tree's resolver, which knows
+    whether the folder before it is a link (lexical normalisation would not)."""
+    joined = posixpath.join(folder, entry)
+    return joined if ".." in entry.split("/") else posixpath.normpath(joined).lstrip("/")
+
+
 def _hash_check(
     name: str, label: str, result: checksums.Verification, context: RunContext, extra: list[str]
 ) -> Check:
     fields = {
         "expected": f"{result.checked} files match",
         "observed": f"{result.matched} match",
-        "proves_data": True,
+        "proves_data": result.bytes_hashed > 0,
     }
     detail = (
         f"{len(extra)} files in the folder are not in the manifest: {name_list(extra)}"
@@ -222,6 +269,13 @@ def _hash_check(
     )
     context.hashed_files = (context.hashed_files or 0) + result.matched
     context.hashed_bytes = (context.hashed_bytes or 0) + result.bytes_hashed
+    if result.host_errors:
+        return Check.error(
+            name,
+            f"could not read {_files(len(result.host_errors))} of the restored data on this "
+            f"host: {name_list(result.host_errors)}",
+            **fields,
+        )
     if result.ok:
         return Check.passed(name, detail=detail, **fields)
     parts = []
@@ -233,21 +287,12 @@ def _hash_check(
     if result.missing:
         parts.append(f"{len(result.missing)} missing: {name_list(result.missing)}")
     if result.unreadable:
-        parts.append(f"{len(result.unreadable)} unreadable: {name_list(result.unreadable)}")
+        parts.append(
+            f"{len(result.unreadable)} not readable as files: {name_list(result.unreadable)}"
+        )
     reason = "; ".join(parts) + f" (snapshot {context.snapshot.short_id})"
     return Check.failed(name, reason, detail=detail, **fields)
 
 
 def _files(count: int) -> str:
     return f"{count:,} file{'s' if count != 1 else ''}"
-
-
-def _extra_files(manifest: Path, listed: set[str], root: Path) -> list[str]:
-    folder = os.path.relpath(manifest.parent, root)
-    own = os.path.normpath(os.path.relpath(manifest, root))
-    prefix = "" if folder == "." else folder + "/"
-    return sorted(
-        prefix + path
-        for path, _ in checksums.walk_files(manifest.parent)
-        if prefix + path not in listed and prefix + path != own
-    )

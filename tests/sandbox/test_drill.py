@@ -338,8 +338,16 @@ def test_prune_all_removes_the_sandbox_and_staging_a_kept_run_left(
     )
     assert kept.returncode == 0, kept.stdout + kept.stderr
     run_id = json.loads(kept.stdout)["run_id"]
-    container = f"restore-tests-alpha-{run_id}"
-    staging = Path(os.environ["RESTORE_TESTS_WORK_DIR"]) / f"{run_id}-alpha"
+    run_label = f"restore-tests.run={run_id}"
+    [container] = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter", f"label={run_label}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    # Named by the run, never by the scenario (a name must not carry control meaning).
+    [staging] = Path(os.environ["RESTORE_TESTS_WORK_DIR"]).glob(f"{run_id}-*")
+    assert "alpha" not in staging.name
     assert container in managed_containers() and staging.is_dir()
 
     fresh_only = run_cli("prune", "--dry-run")

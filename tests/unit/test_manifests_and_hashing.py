@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from restore_tests.checksums import (
-    ManifestEntry,
-    TreeStats,
-    parse_manifest,
-    tree_stats,
-    verify,
-    walk_files,
-)
+from restore_tests import checksums
+from restore_tests.checksums import ManifestEntry, Verification, parse_manifest
+from restore_tests.errors import Interrupted
+from restore_tests.restored import walk
 
 DIGEST_A = "a" * 64
 DIGEST_B = "b" * 64
@@ -23,6 +19,11 @@ DIGEST_B = "b" * 64
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def verify(root: Path, expected: list[tuple[str, str]], workers: int | None = None) -> Verification:
+    """Hash as the runner does: over one walk of the restored tree."""
+    return checksums.verify(walk(root), expected, workers)
 
 
 def put(root: Path, name: str, data: bytes) -> str:
@@ -155,7 +156,7 @@ def test_a_directory_named_in_a_manifest_is_unreadable(tmp_path: Path) -> None:
 
     result = verify(tmp_path, [("folder", DIGEST_A)])
 
-    assert result.unreadable == ["folder (Is a directory)"]
+    assert result.unreadable == ["folder (folder)"]
     assert not result.ok
 
 
@@ -175,7 +176,7 @@ def test_a_path_leading_out_of_the_root_is_unreadable_and_never_read(
     assert not result.ok
 
 
-def test_an_absolute_path_is_not_allowed_to_leave_the_root(tmp_path: Path) -> None:
+def test_an_absolute_path_means_the_restored_root_never_the_hosts(tmp_path: Path) -> None:
     root = tmp_path / "restore"
     root.mkdir()
     outside = tmp_path / "outside.txt"
@@ -183,12 +184,12 @@ def test_an_absolute_path_is_not_allowed_to_leave_the_root(tmp_path: Path) -> No
 
     result = verify(root, [(str(outside), digest)])
 
-    assert result.unreadable == [f"{outside} (leads outside the restored data)"]
+    assert result.missing == [str(outside)]
     assert (result.matched, result.bytes_hashed) == (0, 0)
 
 
 @pytest.mark.parametrize("link_name", ["escape.txt", "sub/escape.txt"])
-def test_a_symlink_leading_out_of_the_root_is_unreadable_and_never_read(
+def test_an_absolute_symlink_is_resolved_inside_the_restored_root_not_on_the_host(
     tmp_path: Path, link_name: str
 ) -> None:
     root = tmp_path / "restore"
@@ -198,7 +199,32 @@ def test_a_symlink_leading_out_of_the_root_is_unreadable_and_never_read(
 
     result = verify(root, [(link_name, digest)])
 
-    assert result.unreadable == [f"{link_name} (leads outside the restored data)"]
+    assert result.missing == [link_name]
+    assert (result.matched, result.bytes_hashed) == (0, 0)
+
+
+def test_an_absolute_symlink_reaches_the_restored_copy_of_its_target(tmp_path: Path) -> None:
+    root = tmp_path / "restore"
+    digest = put(root, "srv/share/v2/ledger.xlsx", b"restored ledger\n")
+    (root / "srv/share/current").symlink_to("/srv/share/v2", target_is_directory=True)
+
+    result = verify(root, [("srv/share/current/ledger.xlsx", digest)])
+
+    assert result.ok
+
+
+@pytest.mark.parametrize("target", ["../secret.txt", "sub/../../secret.txt", "../../secret.txt"])
+def test_a_relative_symlink_climbing_out_of_the_root_is_never_followed(
+    tmp_path: Path, target: str
+) -> None:
+    root = tmp_path / "restore"
+    (root / "sub").mkdir(parents=True)
+    digest = put(tmp_path, "secret.txt", b"host file\n")
+    (root / "escape.txt").symlink_to(target)
+
+    result = verify(root, [("escape.txt", digest)])
+
+    assert result.unreadable == ["escape.txt (leads outside the restored data)"]
     assert (result.matched, result.bytes_hashed) == (0, 0)
 
 
@@ -207,10 +233,12 @@ def test_a_symlinked_folder_leading_out_of_the_root_is_not_followed(tmp_path: Pa
     root.mkdir()
     digest = put(tmp_path, "etc/passwd", b"root:x:0:0\n")
     (root / "etc").symlink_to(tmp_path / "etc", target_is_directory=True)
+    (root / "up").symlink_to("..", target_is_directory=True)
 
-    result = verify(root, [("etc/passwd", digest)])
+    result = verify(root, [("etc/passwd", digest), ("up/etc/passwd", digest)])
 
-    assert result.unreadable == ["etc/passwd (leads outside the restored data)"]
+    assert result.missing == ["etc/passwd"]
+    assert result.unreadable == ["up/etc/passwd (leads outside the restored data)"]
     assert result.bytes_hashed == 0
 
 
@@ -221,6 +249,43 @@ def test_a_symlink_that_stays_inside_the_root_is_followed(tmp_path: Path) -> Non
     result = verify(tmp_path, [("alias.txt", digest)])
 
     assert result.ok
+
+
+def test_a_symlink_loop_is_reported_not_followed_forever(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to("b")
+    (tmp_path / "b").symlink_to("a")
+
+    result = verify(tmp_path, [("a", DIGEST_A)])
+
+    assert result.unreadable == ["a (too many levels of symbolic links)"]
+
+
+def test_a_fifo_named_in_a_manifest_fails_at_once_and_is_never_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+
+    result = verify(tmp_path, [("pipe", DIGEST_A)])
+
+    assert result.unreadable == ["pipe (FIFO)"]
+    assert not result.ok
+
+
+def test_hashing_stops_when_the_run_is_cancelled(tmp_path: Path) -> None:
+    expected = [(f"f{index}", put(tmp_path, f"f{index}", b"x" * 1000)) for index in range(5)]
+
+    with pytest.raises(Interrupted):
+        checksums.verify(walk(tmp_path), expected, cancelled=lambda: True)
+
+
+def test_a_file_the_host_cannot_read_is_a_host_error_not_a_difference(tmp_path: Path) -> None:
+    digest = put(tmp_path, "locked.txt", b"data\n")
+    tree = walk(tmp_path)
+    (tmp_path / "locked.txt").unlink()
+    os.symlink("/nonexistent", tmp_path / "locked.txt")  # changed behind the walk: O_NOFOLLOW
+
+    result = checksums.verify(tree, [("locked.txt", digest)])
+
+    assert result.host_errors == ["locked.txt (Too many levels of symbolic links)"]
+    assert result.differing == [] and not result.ok
 
 
 def test_a_root_named_as_a_prefix_of_a_sibling_does_not_admit_the_sibling(tmp_path: Path) -> None:
@@ -272,7 +337,7 @@ def test_parallel_workers_find_the_same_as_one_worker_on_many_files(tmp_path: Pa
 # -- walking the restored tree ----------------------------------------------------------------
 
 
-def test_walk_files_lists_regular_files_with_sizes_and_does_not_follow_links(
+def test_the_walk_indexes_regular_files_with_sizes_and_does_not_follow_links(
     tmp_path: Path,
 ) -> None:
     root = tmp_path / "restore"
@@ -284,9 +349,15 @@ def test_walk_files_lists_regular_files_with_sizes_and_does_not_follow_links(
     (root / "linked-file").symlink_to(tmp_path / "outside/big.bin")
     (root / "dangling").symlink_to(tmp_path / "nowhere")
 
-    assert sorted(walk_files(root)) == [("a.txt", 5), (os.path.join("sub", "deeper", "b.txt"), 3)]
-    assert tree_stats(root) == TreeStats(files=2, bytes=8)
+    tree = walk(root)
+
+    assert tree.files == {"a.txt": 5, "sub/deeper/b.txt": 3}
+    assert (tree.file_count, tree.bytes) == (2, 8)
+    assert tree.directories == {"empty", "sub", "sub/deeper"}
+    assert set(tree.links) == {"linked-folder", "linked-file", "dangling"}
 
 
-def test_tree_stats_of_an_empty_folder_is_zero(tmp_path: Path) -> None:
-    assert tree_stats(tmp_path) == TreeStats(files=0, bytes=0)
+def test_the_walk_of_an_empty_folder_is_zero(tmp_path: Path) -> None:
+    tree = walk(tmp_path)
+
+    assert (tree.file_count, tree.bytes) == (0, 0)
