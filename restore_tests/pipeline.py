@@ -25,6 +25,7 @@ from restore_tests.cleanup import dispose, wait_for_removals
 from restore_tests.errors import (
     DamagedBackup,
     EnvironmentUnusable,
+    HostError,
     Interrupted,
     ObjectiveMissed,
     PreflightError,
@@ -82,6 +83,9 @@ def run_scenario(
         result.reason = f"interrupted during {_last_phase(run.clock)}"
     except EnvironmentUnusable as error:
         result.status, result.reason, result.cause = ERROR, str(error), CAUSE_ENVIRONMENT
+    except OSError as error:  # the host's disk or permissions, never a verdict on the backup
+        result.status, result.cause = ERROR, CAUSE_ENVIRONMENT
+        result.reason = f"on this host: {error.strerror or error}: {error.filename or ''}".strip()
     except RestoreTestsError as error:
         result.status, result.reason = ERROR, str(error)
     except Exception as error:  # a bug must still leave a verdict and a clean machine
@@ -197,7 +201,13 @@ class ScenarioRun:
         device nodes (part of making the data available, so inside the fetch span)."""
         with self.clock.phase("fetch"):
             self.say("walking the restored tree")
-            tree = restored.walk(self.restore_root, execute.cancel_requested)
+            try:
+                tree = restored.walk(self.restore_root, execute.cancel_requested)
+            except OSError as error:  # fail closed: unsafe data is not opened
+                raise HostError(
+                    f"could not make the restored data safe on this host: "
+                    f"{error.strerror or error}: {error.filename}"
+                ) from error
         self.result.checks.extend(tree_checks(tree))
         return tree
 
