@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -36,6 +37,29 @@ from restore_tests.timing import parse_duration, parse_size
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_MAX_LENGTH = 64
+# Bounds on a scenario file, far above what a scenario needs: a hostile or broken file is refused
+# before it can exhaust memory, time or the stack.
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NESTING = 50  # levels of nodes, the document itself included; a scenario needs about 6
+MAX_DOCUMENT_NODES = 10_000  # nodes of one document once its aliases are expanded
+MAX_FILE_NODES = 20_000  # nodes written in one file (the pure-Python parser takes ~40 us each)
+# Fields that reference a secret: their values are never repeated in a message.
+SECRET_REFERENCES = ("password_env", "password_file", "password_command", "env_from")
+TOO_DEEP = f"nested more than {MAX_NESTING} levels deep; a scenario needs far fewer"
+TOO_MANY_NODES = (
+    f"this document holds more than {MAX_DOCUMENT_NODES:,} YAML nodes once its aliases are "
+    "expanded (an alias bomb?); a scenario needs a few dozen"
+)
+FILE_TOO_LARGE = (
+    f"the file holds more than {MAX_FILE_NODES:,} YAML nodes; a scenario needs a few dozen: "
+    "split the file"
+)
+ALIAS_CYCLE = "an alias refers to a node that holds it: it would expand forever"
+NOT_A_VARIABLE_NAME = (
+    "holds something that is not an environment variable name (not shown: it may be a "
+    "secret); write the name of the variable that holds the value, like SHARE_RESTIC_PASSWORD"
+)
 # Keys that would hold a literal secret. They are never part of the format: a secret is referenced.
 SECRET_KEYS = {
     "password",
@@ -95,6 +119,49 @@ Size = Annotated[
 ]
 
 
+def snapshot_path(value: str) -> str:
+    """A path inside the snapshot, as restic shows it: absolute and without `..`.
+
+    `.` and empty components (`//`, a trailing `/`) are dropped: `/data//./compta/` is
+    `/data/compta`. A `..` could reach outside the restore root, so it is refused.
+    """
+    if not value.startswith("/"):
+        raise ValueError(f"{value!r}: give the path as it is in the snapshot, starting with /")
+    if "\0" in value:
+        raise ValueError(f"{value!r}: a NUL character is not allowed in a snapshot path")
+    parts = value.split("/")
+    if ".." in parts:
+        raise ValueError(f"{value!r}: '..' is not allowed in a snapshot path")
+    return "/" + "/".join(part for part in parts if part not in ("", "."))
+
+
+SnapshotPath = Annotated[
+    str,
+    AfterValidator(snapshot_path),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^/",
+            "description": "A path as in the snapshot (restic ls), starting with /; `..` is "
+            "not allowed, `.` and empty components are dropped.",
+        }
+    ),
+]
+
+
+def _variable_name(value: str) -> str:
+    if not ENV_NAME.match(value):
+        raise ValueError(NOT_A_VARIABLE_NAME)  # the value is not repeated: it may be the secret
+    return value
+
+
+VariableName = Annotated[
+    str,
+    AfterValidator(_variable_name),
+    WithJsonSchema({"type": "string", "pattern": ENV_NAME.pattern}),
+]
+
+
 class StrictModel(BaseModel):
     """Unknown fields are errors: a typo must not silently disable a check."""
 
@@ -134,7 +201,7 @@ class ResticSource(StrictModel):
         "or s3:http(s)://host[:port]/bucket/path.",
         examples=["/srv/restic/share", "s3:https://s3.example.net/acme-backups/fileshare"],
     )
-    password_env: str | None = Field(
+    password_env: VariableName | None = Field(
         None,
         description="Name of the environment variable holding the repository password.",
         examples=["SHARE_RESTIC_PASSWORD"],
@@ -150,7 +217,7 @@ class ResticSource(StrictModel):
         description="Program (argv list) that prints the password on stdout.",
         examples=[["pass", "show", "backups/share"]],
     )
-    env_from: list[str] = Field(
+    env_from: list[VariableName] = Field(
         default_factory=list,
         description="Environment variables passed to restic only (S3 "
         "credentials, for instance); never stored. For s3: repositories the standard AWS "
@@ -163,9 +230,10 @@ class ResticSource(StrictModel):
         "{tags, host, path} (the newest match).",
         examples=["latest", "4f2c1a9e", {"tags": ["nightly"], "host": "fs01"}],
     )
-    include: list[str] = Field(
+    include: list[SnapshotPath] = Field(
         default_factory=list,
-        description="Restore only these paths of the snapshot (a sample).",
+        description="Restore only these paths of the snapshot (a sample), written as in the "
+        "snapshot, starting with /; `..` is not allowed.",
         examples=[["/data/compta"]],
     )
     limit_download: Size | None = Field(
@@ -192,12 +260,6 @@ class ResticSource(StrictModel):
                 "give exactly one of password_env, password_file, password_command"
                 + (f" (got {', '.join(given)})" if given else "")
             )
-        for name in [self.password_env or "", *self.env_from]:
-            if name and not ENV_NAME.match(name):
-                raise ValueError(
-                    f"{name!r} is not an environment variable name; reference the "
-                    "variable by its name, never write the secret itself"
-                )
         if self.password_command is not None and not self.password_command:
             raise ValueError("password_command needs a program")
         return self
@@ -253,6 +315,7 @@ class ScenarioBase(StrictModel):
 
     name: str = Field(
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        max_length=NAME_MAX_LENGTH,
         description="Unique name, used on the command line and in the history.",
         examples=["file-share"],
     )
@@ -379,26 +442,13 @@ def _scenario_files(paths: Iterable[str | Path], problems: list[Problem]) -> lis
 
 def load_file(path: Path) -> list[ScenarioBase]:
     """Every scenario document in one YAML file, validated."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise ScenarioError([Problem(str(path), None, "", f"cannot read: {error}")]) from error
-    try:
-        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(error, "problem", None) or str(error)
-        raise ScenarioError([Problem(str(path), line, "", f"invalid YAML: {reason}")]) from error
+    documents = _compose_documents(path, _read_text(path))
     problems: list[Problem] = []
     scenarios: list[ScenarioBase] = []
     for node in documents:
         if node is None or (isinstance(node, yaml.ScalarNode) and node.tag.endswith(":null")):
             continue  # an empty document (a trailing or doubled ---)
-        lines: dict[tuple[Any, ...], int] = {}
-        _record_lines(node, (), lines, problems, path)
-        data = yaml.SafeLoader(text).construct_document(node)  # plain data, same node tree
-        scenario = _validate(data, path, lines, problems)
+        scenario = _load_document(node, path, problems)
         if scenario is not None:
             scenarios.append(scenario)
     if problems:
@@ -406,6 +456,152 @@ def load_file(path: Path) -> list[ScenarioBase]:
     if not scenarios:
         raise ScenarioError([Problem(str(path), None, "", "the file holds no scenario")])
     return scenarios
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; a file too large for a scenario is refused without being read."""
+    try:
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            content = stream.read(MAX_FILE_BYTES + 1) if size <= MAX_FILE_BYTES else b""
+        size = max(size, len(content))  # a file that grew while it was read
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError(
+                [
+                    Problem(
+                        str(path),
+                        None,
+                        "",
+                        f"the file holds {size:,} bytes, more than the {MAX_FILE_BYTES:,} "
+                        "(1 MiB) a scenario file may hold; it was not read",
+                    )
+                ]
+            )
+        return content.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ScenarioError([Problem(str(path), None, "", f"cannot read: {error}")]) from error
+
+
+class _Refused(yaml.MarkedYAMLError):
+    """Well-formed YAML that is refused all the same: nested too deeply, or an alias bomb."""
+
+
+class _ScenarioLoader(yaml.SafeLoader):
+    """SafeLoader that bounds nesting (composing recurses once per level) and reports a value
+    it cannot construct (a date like 2024-13-45) as a YAML error at that value's line."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.depth = 0
+        self.composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.depth >= MAX_NESTING:
+            raise _Refused(problem=TOO_DEEP, problem_mark=self.peek_event().start_mark)
+        self.composed += 1
+        if self.composed > MAX_FILE_NODES:
+            raise _Refused(problem=FILE_TOO_LARGE, problem_mark=self.peek_event().start_mark)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, OverflowError):
+            # Not chained and not quoted: the error's text may repeat the value (a secret?).
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                problem=f"this value reads as a YAML {kind} but is not a valid one; "
+                "put it in quotes to keep it as text",
+                problem_mark=node.start_mark,
+            ) from None
+
+
+def _compose_documents(path: Path, text: str) -> list[yaml.Node | None]:
+    """The node tree of every document; aliases still point to their anchor's node."""
+    try:
+        loader = _ScenarioLoader(text)
+        documents = []
+        while loader.check_node():
+            documents.append(loader.get_node())
+        return documents
+    except yaml.YAMLError as error:
+        raise ScenarioError([_yaml_problem(path, error, text)]) from None
+    except RecursionError:  # the nesting bound should make this unreachable
+        raise ScenarioError([Problem(str(path), None, "", TOO_DEEP)]) from None
+
+
+def _load_document(node: yaml.Node, path: Path, problems: list[Problem]) -> ScenarioBase | None:
+    lines: dict[tuple[Any, ...], int] = {}
+    try:
+        _AliasExpansion(node).check()  # before any walk that would follow aliases
+        _record_lines(node, (), lines, problems, path)
+        data = _ScenarioLoader("").construct_document(node)  # plain data, same node tree
+    except yaml.YAMLError as error:
+        problems.append(_yaml_problem(path, error))
+        return None
+    return _validate(data, path, lines, problems)
+
+
+def _yaml_problem(path: Path, error: yaml.YAMLError, text: str = "") -> Problem:
+    if isinstance(error, yaml.reader.ReaderError):  # a control character: no mark, a position
+        reason = f"unacceptable character #x{error.character:04x}: {error.reason}"
+        line_number = text.count("\n", 0, error.position) + 1
+        return Problem(str(path), line_number, "", f"invalid YAML: {reason}")
+    mark = getattr(error, "problem_mark", None)
+    line = mark.line + 1 if mark else None
+    reason = getattr(error, "problem", None) or str(error).splitlines()[0]
+    prefix = "" if isinstance(error, _Refused) else "invalid YAML: "
+    return Problem(str(path), line, "", prefix + reason)
+
+
+class _AliasExpansion:
+    """Counts a document's nodes as if every alias were expanded, without expanding one.
+
+    Each node is measured once, so this takes time in the size of the file, not of the
+    expansion. Refuses a document that aliases would blow up ("billion laughs"), that refers
+    to itself, or that nests deeper than MAX_NESTING once expanded.
+    """
+
+    def __init__(self, root: yaml.Node) -> None:
+        self.root = root
+        self.measured: dict[int, tuple[int, int]] = {}  # id(node) -> (nodes, height)
+        self.open: set[int] = set()  # nodes being measured: one met again is a cycle
+
+    def check(self) -> None:
+        self.measure(self.root, 1)
+
+    def measure(self, node: yaml.Node, depth: int) -> tuple[int, int]:
+        """(nodes, height) of node's tree once expanded; node is at depth (the root at 1)."""
+        if depth > MAX_NESTING:
+            raise _Refused(problem=TOO_DEEP, problem_mark=node.start_mark)
+        if id(node) not in self.measured:
+            if id(node) in self.open:
+                raise _Refused(problem=ALIAS_CYCLE, problem_mark=node.start_mark)
+            self.open.add(id(node))
+            nodes, height = 1, 1
+            for child, mark in _children(node):
+                child_nodes, child_height = self.measure(child, depth + 1)
+                nodes, height = nodes + child_nodes, max(height, child_height + 1)
+                if nodes > MAX_DOCUMENT_NODES:
+                    raise _Refused(problem=TOO_MANY_NODES, problem_mark=mark)
+                if depth + child_height > MAX_NESTING:  # an alias to a deep node
+                    raise _Refused(problem=TOO_DEEP, problem_mark=mark)
+            self.open.discard(id(node))
+            self.measured[id(node)] = (nodes, height)
+        return self.measured[id(node)]
+
+
+def _children(node: yaml.Node) -> list[tuple[yaml.Node, yaml.Mark]]:
+    """The nodes below node, each with where it is written (an alias's anchor is elsewhere)."""
+    if isinstance(node, yaml.MappingNode):
+        return [(part, key.start_mark) for key, value in node.value for part in (key, value)]
+    if isinstance(node, yaml.SequenceNode):
+        return [(item, node.start_mark) for item in node.value]
+    return []
 
 
 def _record_lines(
@@ -418,6 +614,8 @@ def _record_lines(
     lines[at] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key: construction reports it
             key = key_node.value
             if (*at, key) in lines:
                 problems.append(
@@ -508,8 +706,14 @@ def _message(item: Any, data: Any, at: tuple[Any, ...]) -> str:
         return "unknown field"
     message = str(item["msg"])
     if kind == "string_type" and isinstance(item.get("input"), (int, float)):
+        if _references_a_secret(at):
+            return "expected text; write it in quotes (not shown: it may be a secret)"
         return f"expected text; write it in quotes: '{item['input']}'"
     return message.removeprefix("Value error, ")
+
+
+def _references_a_secret(at: tuple[Any, ...]) -> bool:
+    return len(at) >= 2 and at[0] == "source" and at[1] in SECRET_REFERENCES
 
 
 def _field(at: tuple[Any, ...]) -> str:

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from restore_tests import checksums
 from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree, read_bounded
 from restore_tests.results import Check
-from restore_tests.scenario import ScenarioBase, Size, StrictModel
+from restore_tests.scenario import ScenarioBase, Size, StrictModel, snapshot_path
 from restore_tests.timing import format_size
 from runners.base import (
     RunContext,
@@ -24,12 +24,6 @@ from runners.base import (
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 MANIFEST_LIMIT_BYTES = 64 * 1024**2  # about 600,000 sha256sum lines
-
-
-def _absolute(path: str) -> str:
-    if not path.startswith("/"):
-        raise ValueError(f"{path!r}: give the path as it is in the snapshot, starting with /")
-    return path
 
 
 class Expect(StrictModel):
@@ -50,7 +44,7 @@ class Expect(StrictModel):
     @field_validator("paths")
     @classmethod
     def _absolute_paths(cls, paths: list[str]) -> list[str]:
-        return [_absolute(path) for path in paths]
+        return [snapshot_path(path) for path in paths]
 
 
 class FilesVerify(StrictModel):
@@ -82,16 +76,21 @@ class FilesVerify(StrictModel):
     @field_validator("manifest")
     @classmethod
     def _absolute_manifest(cls, manifest: str | None) -> str | None:
-        return manifest if manifest is None else _absolute(manifest)
+        return manifest if manifest is None else snapshot_path(manifest)
 
     @field_validator("checksums")
     @classmethod
     def _valid_checksums(cls, values: dict[str, str]) -> dict[str, str]:
+        checked: dict[str, str] = {}
+        written: dict[str, str] = {}
         for path, digest in values.items():
-            _absolute(path)
+            normal = snapshot_path(path)
             if len(digest) != 64 or any(c not in "0123456789abcdefABCDEF" for c in digest):
                 raise ValueError(f"{path}: {digest!r} is not a sha256 (64 hex digits)")
-        return {path: digest.lower() for path, digest in values.items()}
+            if normal in checked:  # two digests for one file: neither may be dropped silently
+                raise ValueError(f"{written[normal]!r} and {path!r} name the same file")
+            checked[normal], written[normal] = digest.lower(), path
+        return checked
 
 
 class FilesRunner(Runner):
