@@ -10,7 +10,7 @@ from pydantic import Field, field_validator
 from restore_tests import checksums
 from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree, read_bounded
 from restore_tests.results import Check
-from restore_tests.scenario import ScenarioBase, Size, StrictModel, snapshot_path
+from restore_tests.scenario import ScenarioBase, Size, SnapshotPath, StrictModel, snapshot_path
 from restore_tests.timing import format_size
 from runners.base import (
     RunContext,
@@ -35,30 +35,27 @@ class Expect(StrictModel):
     min_bytes: Size | None = Field(
         None, description="At least this many bytes restored.", examples=["1g"]
     )
-    paths: list[str] = Field(
+    paths: list[SnapshotPath] = Field(
         default_factory=list,
-        description="Paths (as in the snapshot) that must be present.",
+        description="Paths (as in the snapshot, starting with /, no `..`) that must be present "
+        "as a file or folder; a link counts only where it leads inside the restored data.",
         examples=[["/data/compta/ledger.xlsx"]],
     )
-
-    @field_validator("paths")
-    @classmethod
-    def _absolute_paths(cls, paths: list[str]) -> list[str]:
-        return [snapshot_path(path) for path in paths]
 
 
 class FilesVerify(StrictModel):
     """Checks on restored files. Every file named in a manifest is hashed, never trusted."""
 
-    manifest: str | None = Field(
+    manifest: SnapshotPath | None = Field(
         None,
-        description="A sha256sum-format file inside the snapshot; its entries are "
+        description="A sha256sum-format file inside the snapshot (starting with /, no `..`); "
+        "only regular files of the restored data are hashed; its entries are "
         "relative to its own folder, as `sha256sum -c` reads them.",
         examples=["/data/compta/SHA256SUMS"],
     )
     checksums: dict[str, str] = Field(
         default_factory=dict,
-        description="A few canary files: snapshot path -> sha256.",
+        description="A few canary files: snapshot path (starting with /, no `..`) -> sha256.",
         examples=[
             {
                 "/data/compta/ledger.xlsx": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c"
@@ -72,11 +69,6 @@ class FilesVerify(StrictModel):
         "re-reads every restored file against the repository).",
     )
     expect: Expect = Field(default_factory=lambda: Expect())
-
-    @field_validator("manifest")
-    @classmethod
-    def _absolute_manifest(cls, manifest: str | None) -> str | None:
-        return manifest if manifest is None else snapshot_path(manifest)
 
     @field_validator("checksums")
     @classmethod

@@ -348,7 +348,7 @@ PATH_FIELDS = {
         "  checksums: {{'{path}': " + "ab" * 32 + "}}\n",
         8,
     ),
-    "verify.expect.paths": (
+    "verify.expect.paths[0]": (
         "  manifest: /data/compta/SHA256SUMS\n",
         "  manifest: /data/compta/SHA256SUMS\n  expect: {{paths: ['{path}']}}\n",
         9,
@@ -404,7 +404,7 @@ def test_dot_and_empty_components_of_a_snapshot_path_are_dropped(
     written = {
         "verify.manifest": lambda: verify.manifest,
         "verify.checksums": lambda: next(iter(verify.checksums)),
-        "verify.expect.paths": lambda: verify.expect.paths[0],
+        "verify.expect.paths[0]": lambda: verify.expect.paths[0],
         "source.include[0]": lambda: scenario.source.include[0],
     }[field]()
     assert written == "/data/compta"
