@@ -37,7 +37,10 @@ def dispose(staging: Path, container_id: str | None = None) -> bool:
         return False
     arguments = [sys.executable, "-m", "restore_tests.reaper", str(target)]
     try:
-        execute.spawn_detached(arguments + ([container_id] if container_id else []))
+        execute.spawn_detached(
+            arguments + ([container_id] if container_id else []),
+            env=sandbox.docker_environment(),
+        )
     except EnvironmentUnusable:
         shutil.rmtree(target, ignore_errors=True)
         return False

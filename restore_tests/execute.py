@@ -161,8 +161,12 @@ def run(
     return completed
 
 
-def spawn_detached(argv: Sequence[str]) -> None:
-    """Start argv in its own session and do not wait for it (it outlives this process)."""
+def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+    """Start argv in its own session and do not wait for it (it outlives this process).
+
+    It gets the minimal environment plus env (the detached reaper needs the variables that chose
+    the Docker engine, to remove sandboxes from the same one).
+    """
     log.debug("spawn: %s", " ".join(argv))
     try:
         subprocess.Popen(
@@ -170,7 +174,7 @@ def spawn_detached(argv: Sequence[str]) -> None:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            env=child_environment(None),
+            env=child_environment(env),
             start_new_session=True,
         )
     except OSError as error:
