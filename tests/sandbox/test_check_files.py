@@ -295,9 +295,10 @@ def test_keep_leaves_the_sandbox_and_prune_removes_it(repository, tmp_path, hist
     result = check(scenario, repository, history_url, "--keep", "--json")
     record = json.loads(result.stdout)["results"][0]
     run_id = json.loads(result.stdout)["run_id"]
-    assert "docker exec -it restore-tests-kept-" in record["kept"]
+    assert f"docker exec -it restore-tests-{run_id}-kept-" in record["kept"]
     dry = run_cli("prune", "--run", run_id, "--dry-run")
-    assert dry.returncode == 0 and "would remove container restore-tests-kept-" in dry.stdout
+    assert dry.returncode == 0
+    assert f"would remove container restore-tests-{run_id}-kept-" in dry.stdout
     removed = run_cli("prune", "--run", run_id)
     assert "removed container" in removed.stdout and "removed staging" in removed.stdout
     assert_no_leftovers()
