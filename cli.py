@@ -18,8 +18,11 @@ import click
 
 from restore_tests import __version__
 from restore_tests.errors import (
+    EXIT_ENVIRONMENT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_OK,
+    EnvironmentUnusable,
     RestoreTestsError,
     ScenarioError,
 )
@@ -198,20 +201,19 @@ def _run(
         if not as_json:
             click.echo(table.verdict_line(records.from_result(result, run_id)))
 
-    outcome = run_drill(scenarios, options, store, trigger, jobs=jobs, on_result=announce)
-    rendered = [records.from_result(result, run_id) for result in outcome.results]
+    outcome = run_drill(
+        scenarios,
+        options,
+        store,
+        trigger,
+        jobs=jobs,
+        on_result=announce,
+        on_history_failure=lambda message: click.echo(f"restore-tests: {message}", err=True),
+    )
     if as_json:
-        click.echo(
-            table.to_json(
-                {
-                    "run_id": run_id,
-                    "status": outcome.status,
-                    "exit_code": outcome.exit_code(),
-                    "results": rendered,
-                }
-            )
-        )
-    elif trigger == "drill" or len(rendered) > 1:
+        click.echo(table.to_json(records.drill_document(outcome)))
+    elif trigger == "drill" or len(outcome.results) > 1:
+        rendered = [records.from_result(result, run_id) for result in outcome.results]
         click.echo("")
         click.echo(table.drill_table(rendered))
         click.echo(f"\n{outcome.summary()}; run {run_id}, history in {store.display_url}")
@@ -245,6 +247,10 @@ def history(
     from restore_tests.report import records, table
 
     store = HistoryStore(resolve_url(db_url))
+    try:
+        store.mark_abandoned()
+    except EnvironmentUnusable as error:  # a read-only copy, say: show it as it is
+        click.echo(f"restore-tests: {error} (shown as recorded)", err=True)
     rows = [records.from_row(row) for row in store.results(scenario, limit)]
     if as_json or output_format == "json":
         click.echo(table.to_json(rows))
@@ -276,6 +282,7 @@ def schema() -> None:
 
 
 @main.command()
+@db_option
 @click.option(
     "--all", "everything", is_flag=True, help="Remove every managed sandbox, not only expired ones."
 )
@@ -284,21 +291,32 @@ def schema() -> None:
 @click.option(
     "--work-dir", type=click.Path(file_okay=False, path_type=Path), envvar=WORK_DIR_VARIABLE
 )
-def prune(everything: bool, run_id: str | None, dry_run: bool, work_dir: Path | None) -> None:
-    """Remove sandboxes and staging left by killed or --keep runs (found by label)."""
-    from restore_tests.cleanup import prune_leftovers
+def prune(
+    db_url: str | None, everything: bool, run_id: str | None, dry_run: bool, work_dir: Path | None
+) -> None:
+    """Remove sandboxes and staging left by killed or --keep runs (found by label).
 
-    removed = prune_leftovers(
+    Runs whose process has ended (killed) are cleaned at once and marked abandoned in the
+    history; other leftovers only past their expiry, unless --all or --run.
+    """
+    from restore_tests.cleanup import prune_leftovers
+    from restore_tests.history.store import resolve_url
+
+    report = prune_leftovers(
         work_dir or Path(tempfile.gettempdir()) / "restore-tests",
         everything=everything,
         run_id=run_id,
         dry_run=dry_run,
+        history_url=resolve_url(db_url),
     )
     verb = "would remove" if dry_run else "removed"
-    for leftover in removed:
+    for leftover in report.removed:
         click.echo(f"{verb} {leftover}")
-    if not removed:
+    if not report.removed:
         click.echo("nothing to remove")
+    for problem in report.problems:
+        click.echo(f"restore-tests: {problem}", err=True)
+    raise SystemExit(EXIT_ENVIRONMENT if report.problems else EXIT_OK)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# Statuses beside a verdict (pass, fail, error): a drill or a result under way, and one whose
+# process ended without finishing it (killed, the machine restarted).
+RUNNING, ABANDONED = "running", "abandoned"
+
 
 class Base(DeclarativeBase):
     pass
@@ -27,6 +31,11 @@ class Drill(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(Text, default="")
+    # The process that ran it (schema 0002): a "running" drill whose process has ended on this
+    # host is abandoned. Start time in clock ticks since boot, and the boot, tell a reused pid.
+    pid: Mapped[int | None] = mapped_column(Integer)
+    boot_id: Mapped[str | None] = mapped_column(String(64))
+    process_start_ticks: Mapped[int | None] = mapped_column(BigInteger)
     results: Mapped[list[Result]] = relationship(
         back_populates="drill", cascade="all, delete-orphan"
     )

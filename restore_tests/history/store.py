@@ -1,39 +1,81 @@
 """The history store: any SQLAlchemy URL, migrated to the newest schema on open.
 
 SQLite gets a busy timeout and BEGIN IMMEDIATE transactions, so that two drills writing to one
-file at the same time are both recorded (the second waits instead of failing).
+file at the same time are both recorded (the second waits instead of failing). A write that still
+fails (locked past the timeout, a connection lost) is retried a few times, then raised as
+EnvironmentUnusable naming the database and what could not be recorded.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from restore_tests.errors import EnvironmentUnusable
-from restore_tests.history.models import CheckRow, Drill, Phase, Result
-from restore_tests.results import ScenarioResult
+from restore_tests.errors import EnvironmentUnusable, UsageError
+from restore_tests.history.models import (
+    ABANDONED,
+    RUNNING,
+    CheckRow,
+    Drill,
+    Phase,
+    Result,
+)
+from restore_tests.history.processes import ProcessIdentity
+from restore_tests.results import ERROR, ScenarioResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_URL = "sqlite:///results.db"
 URL_VARIABLE = "RESTORE_TESTS_DB"
-SQLITE_BUSY_SECONDS = 60
+SQLITE_BUSY_SECONDS = 60.0
+TIMEOUT_VARIABLE = "RESTORE_TESTS_DB_TIMEOUT"  # seconds a write waits for a locked SQLite file
+WRITE_ATTEMPTS = 3
+RETRY_PAUSE_SECONDS = 0.5  # then twice that: a short backoff between attempts
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test holds it equal to Alembic's head. Knowing it lets an up-to-date
 # database skip importing Alembic at all (a large part of a short run's start-up time).
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
+# Given to a result row left "running" by a drill that did finish: its final write failed.
+NOT_RECORDED = (
+    "not recorded: the history database failed when this scenario finished "
+    "(its verdict was printed, not stored)"
+)
 
 
 def resolve_url(given: str | None) -> str:
     """--db, else $RESTORE_TESTS_DB, else results.db in the current directory."""
     return given or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+
+
+def busy_seconds() -> float:
+    """How long a SQLite write waits for a lock: $RESTORE_TESTS_DB_TIMEOUT, else 60 s."""
+    given = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not given:
+        return SQLITE_BUSY_SECONDS
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{TIMEOUT_VARIABLE} must be a number of seconds above 0, not {given!r}")
+    return seconds
+
+
+def abandoned_reason(pid: int | None, host: str) -> str:
+    return f"abandoned: process {pid} on {host} ended without finishing (killed?)"
 
 
 def utc_naive(moment: datetime | None) -> datetime | None:
@@ -77,6 +119,19 @@ class HistoryStore:
                 return None
             return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
+    @classmethod
+    def open_existing(cls, url: str) -> HistoryStore | None:
+        """The store, or None for a SQLite file that does not exist (nothing to read or mark)."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            return cls(url)  # raises, naming the URL
+        database = parsed.database or ":memory:"
+        is_file = parsed.drivername.startswith("sqlite") and database != ":memory:"
+        if is_file and not Path(database).expanduser().exists():
+            return None
+        return cls(url)
+
     @contextmanager
     def _session(self) -> Iterator[Session]:
         try:
@@ -87,6 +142,28 @@ class HistoryStore:
                 f"history database {self.display_url}: {_short(error)}"
             ) from error
 
+    def _write(
+        self, action: str, work: Callable[[Session], T], attempts: int = WRITE_ATTEMPTS
+    ) -> T:
+        """Run work in one transaction; retry what may pass (a lock, a lost connection)."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._sessions.begin() as session:
+                    return work(session)
+            except OperationalError as error:
+                if attempt == attempts:
+                    raise self._failed(action, error) from error
+                log.info("history database: could not %s (attempt %d): %s", action, attempt, error)
+                time.sleep(RETRY_PAUSE_SECONDS * attempt)
+            except SQLAlchemyError as error:
+                raise self._failed(action, error) from error
+        raise AssertionError("unreachable: attempts >= 1")
+
+    def _failed(self, action: str, error: SQLAlchemyError) -> EnvironmentUnusable:
+        return EnvironmentUnusable(
+            f"history database {self.display_url}: could not {action}: {_short(error)}"
+        )
+
     def start_drill(
         self,
         run_id: str,
@@ -95,50 +172,90 @@ class HistoryStore:
         tool_version: str,
         docker_version: str | None,
         started_at: datetime,
+        owner: ProcessIdentity | None = None,
     ) -> None:
-        with self._session() as session:
-            session.add(
-                Drill(
-                    run_id=run_id,
-                    trigger=trigger,
-                    host=host,
-                    tool_version=tool_version,
-                    docker_version=docker_version,
-                    started_at=utc_naive(started_at),
-                    status="running",
-                    reason="",
-                )
-            )
+        """Record a drill as running (and, in the same transaction, mark abandoned ones)."""
+        drill = Drill(
+            run_id=run_id,
+            trigger=trigger,
+            host=host,
+            tool_version=tool_version,
+            docker_version=docker_version,
+            started_at=utc_naive(started_at),
+            status=RUNNING,
+            reason="",
+            pid=owner.pid if owner else None,
+            boot_id=owner.boot_id if owner else None,
+            process_start_ticks=owner.start_ticks if owner else None,
+        )
 
-    def record_result(self, run_id: str, result: ScenarioResult) -> None:
-        with self._session() as session:
-            drill = session.scalars(select(Drill).where(Drill.run_id == run_id)).one()
-            row = Result(drill=drill, **_result_columns(result))
-            row.phases = [
-                Phase(position=index, name=name, seconds=seconds)
-                for index, (name, seconds) in enumerate(result.phases.items())
-            ]
-            row.checks = [
-                CheckRow(
-                    position=index,
-                    name=check.name,
-                    status=check.status,
-                    reason=check.reason,
-                    expected=check.expected,
-                    observed=check.observed,
-                    detail=check.detail,
-                    proves_data=check.proves_data,
-                    seconds=check.seconds,
-                )
-                for index, check in enumerate(result.checks)
-            ]
+        def work(session: Session) -> None:
+            _mark_abandoned(session, dry_run=False)
+            session.add(drill)
+
+        self._write(f"record the start of run {run_id}", work)
+
+    def record_running(self, run_id: str, result: ScenarioResult) -> int:
+        """A result row saying the scenario is under way; returns its id for record_result.
+
+        One attempt only: it is bookkeeping, and the scenario should not wait for it.
+        """
+
+        def work(session: Session) -> int:
+            row = Result(drill=_drill(session, run_id), **_result_columns(result))
+            row.status, row.reason = RUNNING, ""
             session.add(row)
+            session.flush()
+            return row.id
+
+        return self._write(f"record the start of {result.scenario}", work, attempts=1)
+
+    def record_result(self, run_id: str, result: ScenarioResult, row_id: int | None = None) -> None:
+        """The scenario's outcome: a new row, or the one record_running made (row_id)."""
+
+        def work(session: Session) -> None:
+            row = session.get(Result, row_id) if row_id is not None else None
+            if row is None:
+                row = Result(drill=_drill(session, run_id))
+                session.add(row)
+            for name, value in _result_columns(result).items():
+                setattr(row, name, value)
+            row.phases = _phase_rows(result)
+            row.checks = _check_rows(result)
+
+        self._write(f"record the result of {result.scenario}", work)
 
     def finish_drill(self, run_id: str, status: str, reason: str, finished_at: datetime) -> None:
-        with self._session() as session:
-            drill = session.scalars(select(Drill).where(Drill.run_id == run_id)).one()
+        """The drill's end; its results still marked running were never recorded (NOT_RECORDED)."""
+
+        def work(session: Session) -> None:
+            drill = _drill(session, run_id)
             drill.status, drill.reason = status, reason
             drill.finished_at = utc_naive(finished_at)
+            for row in drill.results:
+                if row.status == RUNNING:
+                    row.status, row.reason = ERROR, NOT_RECORDED
+
+        self._write(f"record the end of run {run_id}", work)
+
+    def mark_abandoned(self, dry_run: bool = False) -> list[str]:
+        """Mark the running drills of this host whose process has ended (and their running
+        results) as abandoned; returns their run ids. One attempt: housekeeping."""
+        return self._write(
+            "mark abandoned runs", lambda session: _mark_abandoned(session, dry_run), attempts=1
+        )
+
+    def abandoned_runs(self, run_ids: Collection[str]) -> set[str]:
+        """Which of these runs are recorded as abandoned on this host."""
+        if not run_ids:
+            return set()
+        query = select(Drill.run_id).where(
+            Drill.run_id.in_(sorted(run_ids)),
+            Drill.status == ABANDONED,
+            Drill.host == socket.gethostname(),
+        )
+        with self._session() as session:
+            return set(session.scalars(query))
 
     def results(self, scenario: str | None = None, limit: int | None = 50) -> list[Result]:
         """Newest first, with their drill, phases and checks loaded."""
@@ -160,6 +277,53 @@ class HistoryStore:
     def drills(self) -> list[Drill]:
         with self._session() as session:
             return list(session.scalars(select(Drill).order_by(Drill.started_at.desc())))
+
+
+def _drill(session: Session, run_id: str) -> Drill:
+    return session.scalars(select(Drill).where(Drill.run_id == run_id)).one()
+
+
+def _mark_abandoned(session: Session, dry_run: bool) -> list[str]:
+    host = socket.gethostname()
+    query = select(Drill).where(Drill.status == RUNNING, Drill.host == host, Drill.pid.is_not(None))
+    abandoned = []
+    for drill in session.scalars(query):
+        owner = ProcessIdentity(host, drill.pid or 0, drill.boot_id, drill.process_start_ticks)
+        if not owner.has_ended():
+            continue
+        abandoned.append(drill.run_id)
+        if dry_run:
+            continue
+        reason = abandoned_reason(drill.pid, host)
+        drill.status, drill.reason = ABANDONED, reason
+        for row in drill.results:
+            if row.status == RUNNING:
+                row.status, row.reason = ABANDONED, reason
+    return abandoned
+
+
+def _phase_rows(result: ScenarioResult) -> list[Phase]:
+    return [
+        Phase(position=index, name=name, seconds=seconds)
+        for index, (name, seconds) in enumerate(result.phases.items())
+    ]
+
+
+def _check_rows(result: ScenarioResult) -> list[CheckRow]:
+    return [
+        CheckRow(
+            position=index,
+            name=check.name,
+            status=check.status,
+            reason=check.reason,
+            expected=check.expected,
+            observed=check.observed,
+            detail=check.detail,
+            proves_data=check.proves_data,
+            seconds=check.seconds,
+        )
+        for index, check in enumerate(result.checks)
+    ]
 
 
 def _result_columns(result: ScenarioResult) -> dict[str, Any]:
@@ -197,14 +361,15 @@ def _engine(url: str) -> Engine:
         folder = Path(parsed.database).expanduser().parent
         if not folder.is_dir():
             raise EnvironmentUnusable(f"history database {url}: folder {folder} does not exist")
-    engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
+    busy = busy_seconds()
+    engine = create_engine(url, connect_args={"timeout": busy})
 
     # pysqlite's own transaction handling defers BEGIN; take over so that every transaction is
     # BEGIN IMMEDIATE: concurrent writers queue on the busy timeout instead of deadlocking.
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_SECONDS * 1000}")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {round(busy * 1000)}")
         dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
     @event.listens_for(engine, "begin")
@@ -222,5 +387,8 @@ def _display(url: str) -> str:
 
 
 def _short(error: BaseException) -> str:
+    """The first line of the error, without SQLAlchemy's "(sqlite3.OperationalError)" prefix."""
+    if isinstance(error, DBAPIError) and error.orig is not None:
+        error = error.orig
     text = str(error).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]

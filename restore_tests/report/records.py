@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from restore_tests.history.models import Result
 from restore_tests.results import ScenarioResult
+
+if TYPE_CHECKING:
+    from restore_tests.drill import DrillOutcome
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -81,3 +84,16 @@ def from_row(row: Result) -> dict[str, Any]:
     objectives.update(run_id=row.drill.run_id, trigger=row.drill.trigger, host=row.drill.host)
     phases = {phase.name: phase.seconds for phase in row.phases}
     return _record(row, objectives, phases, row.checks)
+
+
+def drill_document(outcome: DrillOutcome) -> dict[str, Any]:
+    """The --json document of check and drill; each result says whether the history holds it."""
+    return {
+        "run_id": outcome.run_id,
+        "status": outcome.status,
+        "exit_code": outcome.exit_code(),
+        "results": [
+            {**from_result(result, outcome.run_id), "recorded": outcome.recorded(result)}
+            for result in outcome.results
+        ],
+    }

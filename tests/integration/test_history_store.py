@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from restore_tests.errors import EnvironmentUnusable
-from restore_tests.history.store import HistoryStore
+from restore_tests.history.store import SCHEMA_REVISION, HistoryStore
 from restore_tests.report.records import from_result, from_row
 from restore_tests.results import ERROR, FAIL, PASS, Check, ScenarioResult
 from restore_tests.timing import judge
@@ -99,7 +99,7 @@ def record(store: HistoryStore, run_id: str, *results: ScenarioResult) -> None:
 def test_a_fresh_database_gets_the_schema_through_alembic(history_url):
     assert not database_file(history_url).exists()
     HistoryStore(history_url)
-    assert raw_rows(history_url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_rows(history_url, "SELECT version_num FROM alembic_version") == [(SCHEMA_REVISION,)]
     tables = {
         name
         for (name,) in raw_rows(history_url, "SELECT name FROM sqlite_master WHERE type='table'")
@@ -110,7 +110,7 @@ def test_a_fresh_database_gets_the_schema_through_alembic(history_url):
 def test_opening_a_database_twice_keeps_its_schema_and_its_rows(history_url):
     record(HistoryStore(history_url), "run-1", a_result())
     again = HistoryStore(history_url)
-    assert raw_rows(history_url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_rows(history_url, "SELECT version_num FROM alembic_version") == [(SCHEMA_REVISION,)]
     assert [row.scenario for row in again.results()] == ["share"]
     assert [drill.run_id for drill in again.drills()] == ["run-1"]
 

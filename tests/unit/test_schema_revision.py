@@ -8,7 +8,18 @@ from alembic.script import ScriptDirectory
 from restore_tests.history.store import MIGRATIONS, SCHEMA_REVISION
 
 
-def test_the_store_knows_the_newest_migration_as_its_schema_revision() -> None:
+def scripts() -> ScriptDirectory:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+    return ScriptDirectory.from_config(config)
+
+
+def test_the_store_knows_the_newest_migration_as_its_schema_revision() -> None:
+    assert scripts().get_current_head() == SCHEMA_REVISION == "0002"
+
+
+def test_the_migrations_are_one_line_from_the_first_schema_to_the_newest() -> None:
+    chain = [script.revision for script in scripts().walk_revisions()]
+
+    assert chain == ["0002", "0001"]  # newest first; a branch would need a merge revision
+    assert scripts().get_revision("0002").down_revision == "0001"
