@@ -4,6 +4,10 @@ Argument tuples only (never a shell), secrets passed through the environment and
 message, a minimal inherited environment, and cooperative cancellation: on Ctrl-C, SIGTERM or a
 drill-wide cancel, the child gets SIGINT first (restic removes its lock on SIGINT, not on SIGTERM)
 and is killed only if it does not stop in time.
+
+A child's output is untrusted and bounded: lines are read with a length limit, only a tail of
+stderr is kept (callbacks still see every line), and stdout that is kept whole has a size limit
+beyond which the child is stopped (a hostile repository can make restic print without end).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -45,7 +49,13 @@ INHERITED_VARIABLES = (
 )
 STOP_GRACE_SECONDS = 10.0  # restic 0.18 ignores SIGINT while throttled (--limit-download)
 POLL_SECONDS = 0.1
-STDERR_TAIL_LINES = 40
+STDERR_TAIL_LINES = 40  # in an error message
+KEPT_STDERR_LINES = 400  # kept in Completed.stderr: enough for a Go stack trace and its message
+KEPT_STDERR_BYTES = 256 * 1024
+LINE_LIMIT_BYTES = 64 * 1024  # a longer line is cut: its rest is read and dropped
+CUT_MARK = " [line cut]"
+STDOUT_LIMIT_BYTES = 64 * 1024 * 1024  # stdout kept whole (snapshots --json); more is refused
+READ_CHUNK_BYTES = 1024 * 1024
 MASK = "***"
 
 _cancel = threading.Event()
@@ -74,6 +84,45 @@ class Completed:
     stderr: str
     seconds: float
     gave_up: bool = False  # stopped because a stderr line said waiting was pointless
+    stderr_lines_dropped: int = 0  # earlier stderr lines not kept (stderr is their tail)
+
+
+class TimedOut(CommandFailed):
+    """The command ran past its timeout and was stopped."""
+
+
+class OutputTooLarge(CommandFailed):
+    """The command printed more on stdout than is ever kept, and was stopped."""
+
+    def __init__(self, command: str, returncode: int | None, stderr_tail: str, limit: int):
+        self.limit_text = _size_text(limit)
+        program = command.split(" ", 1)[0]
+        reason = f"{program} printed more than {self.limit_text} on stdout: stopped"
+        super().__init__(command, returncode, stderr_tail, reason)
+
+
+class BoundedTail:
+    """The last lines of a stream, at most max_lines lines and about max_bytes characters."""
+
+    def __init__(
+        self, max_lines: int = KEPT_STDERR_LINES, max_bytes: int = KEPT_STDERR_BYTES
+    ) -> None:
+        self.max_lines, self.max_bytes = max_lines, max_bytes
+        self.lines: deque[str] = deque()
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+        self.size += len(line)
+        while len(self.lines) > 1 and (
+            len(self.lines) > self.max_lines or self.size > self.max_bytes
+        ):
+            self.size -= len(self.lines.popleft())
+            self.dropped += 1
+
+    def text(self) -> str:
+        return "".join(self.lines)
 
 
 def mask(text: str, secrets: Iterable[str]) -> str:
@@ -101,15 +150,19 @@ def run(
     on_stdout_line: Callable[[str], None] | None = None,
     on_stderr_line: Callable[[str], None] | None = None,
     give_up_when: Callable[[str], bool] | None = None,
+    stdout_limit: int = STDOUT_LIMIT_BYTES,
 ) -> Completed:
     """Run argv to completion and return its output.
 
     With on_stdout_line, stdout is streamed to the callback line by line and not kept (a long
-    restore prints a lot); otherwise it is returned whole. stderr is always kept (its tail goes
-    into errors). Raises CommandFailed on a non-zero exit when check is true, on a timeout, and
-    EnvironmentUnusable when the program does not exist. With give_up_when, the child is
-    stopped (SIGINT) as soon as a stderr line makes it return true: a tool retrying an error that
-    cannot heal (restic 0.18 retries a refused S3 signature for 15 minutes).
+    restore prints a lot); otherwise it is returned whole, up to stdout_limit bytes: beyond it
+    the child is stopped and OutputTooLarge raised, whatever check says. Only a tail of stderr
+    is kept (its last lines go into errors); on_stderr_line sees every line. Lines longer than
+    LINE_LIMIT_BYTES are cut. Raises CommandFailed on a non-zero exit when check is true,
+    TimedOut on a timeout, and EnvironmentUnusable when the program does not exist. With
+    give_up_when, the child is stopped (SIGINT) as soon as a stderr line makes it return true: a
+    tool retrying an error that cannot heal (restic 0.18 retries a refused S3 signature for 15
+    minutes).
     """
     secret_values = [value for value in secrets if value]
     command = mask(" ".join(argv), secret_values)
@@ -117,8 +170,79 @@ def run(
         raise Interrupted()
     log.debug("run: %s", command)
     started = time.monotonic()
+    process = _start(argv, env, cwd)
+    output = _Output(on_stdout_line, on_stderr_line, give_up_when, stdout_limit)
+    readers = output.read(process)
     try:
-        process = subprocess.Popen(
+        _wait(process, command, timeout, started, output.stop_now)
+    finally:
+        for reader in readers:
+            reader.join()
+    seconds = time.monotonic() - started
+    stderr = mask(output.stderr_tail.text(), secret_values)
+    log.debug("exit %s after %.2fs: %s", process.returncode, seconds, command)
+    if output.too_much.is_set():
+        raise OutputTooLarge(command, process.returncode, tail(stderr), stdout_limit)
+    completed = Completed(
+        command,
+        process.returncode,
+        output.stdout(),
+        stderr,
+        seconds,
+        output.give_up.is_set(),
+        output.stderr_tail.dropped,
+    )
+    if check and process.returncode != 0:
+        raise CommandFailed(command, process.returncode, tail(stderr))
+    return completed
+
+
+class _Output:
+    """What is read from one child: stdout kept (bounded) or streamed, a tail of stderr, and
+    the events that ask for the child to be stopped."""
+
+    def __init__(
+        self,
+        on_stdout_line: Callable[[str], None] | None,
+        on_stderr_line: Callable[[str], None] | None,
+        give_up_when: Callable[[str], bool] | None,
+        stdout_limit: int,
+    ) -> None:
+        self.on_stdout_line, self.on_stderr_line = on_stdout_line, on_stderr_line
+        self.give_up_when, self.stdout_limit = give_up_when, stdout_limit
+        self.stdout_chunks: list[bytes] = []
+        self.stderr_tail = BoundedTail()
+        self.give_up, self.too_much, self.stop_now = (threading.Event() for _ in range(3))
+
+    def read(self, process: subprocess.Popen[bytes]) -> list[threading.Thread]:
+        if self.on_stdout_line is None:
+            limit = self.stdout_limit
+            stdout = _chunk_reader(process.stdout, self.stdout_chunks, limit, self.on_overflow)
+        else:
+            stdout = _line_reader(process.stdout, self.on_stdout_line)
+        return [stdout, _line_reader(process.stderr, self.on_error_line)]
+
+    def on_error_line(self, line: str) -> None:
+        self.stderr_tail.add(line)
+        if self.on_stderr_line is not None:
+            self.on_stderr_line(line)
+        if self.give_up_when is not None and not self.give_up.is_set() and self.give_up_when(line):
+            self.give_up.set()
+            self.stop_now.set()
+
+    def on_overflow(self) -> None:
+        self.too_much.set()
+        self.stop_now.set()
+
+    def stdout(self) -> str:
+        return b"".join(self.stdout_chunks).decode("utf-8", errors="replace")
+
+
+def _start(
+    argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None
+) -> subprocess.Popen[bytes]:
+    try:
+        return subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -131,34 +255,6 @@ def run(
         raise EnvironmentUnusable(f"{argv[0]}: program not found") from error
     except PermissionError as error:
         raise EnvironmentUnusable(f"{argv[0]}: not executable ({error.strerror})") from error
-    stdout_lines: list[str] = []
-    stderr_lines: list[str] = []
-    give_up = threading.Event()
-
-    def on_error_line(line: str) -> None:
-        if on_stderr_line is not None:
-            on_stderr_line(line)
-        if give_up_when is not None and give_up_when(line):
-            give_up.set()
-
-    readers = [
-        _reader(process.stdout, stdout_lines if on_stdout_line is None else None, on_stdout_line),
-        _reader(process.stderr, stderr_lines, on_error_line),
-    ]
-    try:
-        _wait(process, command, timeout, started, give_up)
-    finally:
-        for reader in readers:
-            reader.join()
-    seconds = time.monotonic() - started
-    stderr = mask("".join(stderr_lines), secret_values)
-    completed = Completed(
-        command, process.returncode, "".join(stdout_lines), stderr, seconds, give_up.is_set()
-    )
-    log.debug("exit %s after %.2fs: %s", process.returncode, seconds, command)
-    if check and process.returncode != 0:
-        raise CommandFailed(command, process.returncode, tail(stderr))
-    return completed
 
 
 def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
@@ -181,25 +277,69 @@ def spawn_detached(argv: Sequence[str], env: Mapping[str, str] | None = None) ->
         raise EnvironmentUnusable(f"{argv[0]}: cannot start ({error.strerror})") from error
 
 
+def _size_text(size: int) -> str:
+    mebibyte = 1024 * 1024
+    return f"{size // mebibyte} MiB" if size % mebibyte == 0 else f"{size:,} bytes"
+
+
 def tail(text: str, lines: int = STDERR_TAIL_LINES) -> str:
     return "".join(deque(text.splitlines(keepends=True), maxlen=lines))
 
 
-def _reader(
-    stream: IO[bytes] | None,
-    keep: list[str] | None,
-    callback: Callable[[str], None] | None,
-) -> threading.Thread:
+def read_lines(stream: IO[bytes], limit: int = LINE_LIMIT_BYTES) -> Iterator[str]:
+    """The stream's lines, each at most limit bytes: the rest of a longer line is dropped and
+    the line ends with CUT_MARK."""
+    while True:
+        raw = stream.readline(limit)
+        if not raw:
+            return
+        if len(raw) >= limit and not raw.endswith(b"\n"):
+            _skip_rest_of_line(stream, limit)
+            yield raw.decode("utf-8", errors="replace") + CUT_MARK + "\n"
+        else:
+            yield raw.decode("utf-8", errors="replace")
+
+
+def _skip_rest_of_line(stream: IO[bytes], limit: int) -> None:
+    while True:
+        rest = stream.readline(limit)
+        if not rest or rest.endswith(b"\n"):
+            return
+
+
+def _line_reader(stream: IO[bytes] | None, callback: Callable[[str], None]) -> threading.Thread:
     def pump() -> None:
         assert stream is not None
-        for raw in stream:
-            line = raw.decode("utf-8", errors="replace")
-            if keep is not None:
-                keep.append(line)
-            if callback is not None:
-                callback(line)
+        for line in read_lines(stream):
+            callback(line)
         stream.close()
 
+    return _started(pump)
+
+
+def _chunk_reader(
+    stream: IO[bytes] | None, keep: list[bytes], limit: int, on_overflow: Callable[[], None]
+) -> threading.Thread:
+    """Keeps up to limit bytes; past it, calls on_overflow once and drops the rest (still read,
+    so that the child is never stuck writing while it is being stopped)."""
+
+    def pump() -> None:
+        assert stream is not None
+        kept, overflowed = 0, False
+        while chunk := stream.read(READ_CHUNK_BYTES):
+            if overflowed or kept + len(chunk) > limit:
+                if not overflowed:
+                    overflowed = True
+                    on_overflow()
+                continue
+            keep.append(chunk)
+            kept += len(chunk)
+        stream.close()
+
+    return _started(pump)
+
+
+def _started(pump: Callable[[], None]) -> threading.Thread:
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     return thread
@@ -210,9 +350,10 @@ def _wait(
     command: str,
     timeout: float | None,
     started: float,
-    give_up: threading.Event,
+    stop_now: threading.Event,
 ) -> None:
-    """Wait for the child, stopping it cleanly on cancellation, Ctrl-C, timeout or give-up."""
+    """Wait for the child, stopping it cleanly on cancellation, Ctrl-C, timeout or when asked
+    (a hopeless retry, too much output)."""
     try:
         while True:
             try:
@@ -220,7 +361,7 @@ def _wait(
                 return
             except subprocess.TimeoutExpired:
                 pass
-            if give_up.is_set():
+            if stop_now.is_set():
                 stop(process)
                 return
             if _cancel.is_set():
@@ -228,7 +369,7 @@ def _wait(
                 raise Interrupted()
             if timeout is not None and time.monotonic() - started > timeout:
                 stop(process)
-                raise CommandFailed(command, None, "", f"timed out after {timeout:.0f}s")
+                raise TimedOut(command, None, "", f"timed out after {timeout:.0f}s")
     except KeyboardInterrupt:
         _cancel.set()
         stop(process)

@@ -8,7 +8,7 @@ import pytest
 
 from restore_tests.errors import SourceError
 from restore_tests.execute import mask
-from restore_tests.sources.restic import display_location, parse_time
+from restore_tests.sources.restic import display_location, fitted, parse_time, readable
 
 # -- masking ----------------------------------------------------------------------------------
 
@@ -119,4 +119,32 @@ def test_a_repository_without_credentials_is_shown_as_it_is(repository: str) -> 
 def test_a_password_containing_an_at_sign_is_not_shown() -> None:
     assert display_location("rest:https://backup:p@ss@rest.example.net/share") == (
         "rest:https://rest.example.net/share"
+    )
+
+
+# -- restic's words in a reason ----------------------------------------------------------------
+
+
+def test_a_reason_too_long_loses_the_middle_of_restics_words_and_keeps_their_cause() -> None:
+    words = "write /work/" + "deep/" * 100 + "blob-0.bin: no space left on device"
+
+    reason = fitted("no space left on device (restic: ", words, ")", limit=120)
+
+    assert len(reason) == 120
+    assert reason.startswith("no space left on device (restic: write /work/deep/")
+    assert reason.endswith(": no space left on device)")
+    assert "..." in reason
+
+
+def test_full_restic_ids_are_shortened_but_paths_holding_them_are_not() -> None:
+    pack = "b9f43b5935481d7d6a7582fc0f8280c8ca2c1c3637047e932a0e87dc8ef6f13b"
+
+    assert readable(f"id {pack} not found in repository") == (
+        "blob b9f43b59 is missing from the repository"
+    )
+    assert readable(f"StreamPack: open /srv/r/data/b9/{pack}: no such file or directory") == (
+        f"StreamPack: open /srv/r/data/b9/{pack}: no such file or directory"
+    )
+    assert readable(f"load <data/{pack[:10]}>: invalid data returned") == (
+        "pack b9f43b5935 cannot be read (invalid data returned)"
     )
