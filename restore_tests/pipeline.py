@@ -224,12 +224,13 @@ class ScenarioRun:
 def tree_checks(tree: RestoredTree) -> list[Check]:
     """What the walk found that matters whatever the kind: unsafe entries, unreadable folders."""
     checks = []
-    if tree.unreadable_folders.count:
+    unreadable = tree.unreadable_folders
+    if unreadable.count:
         checks.append(
             Check.error(
                 "restored tree",
-                f"could not read {tree.unreadable_folders.count:,} restored folders on this "
-                f"host: {name_list(tree.unreadable_folders.names)}",
+                f"could not read {unreadable.count:,} restored folders on this host: "
+                f"{name_list(unreadable.names, total=unreadable.count)}",
             )
         )
     summary = tree.special.summary()

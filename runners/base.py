@@ -68,25 +68,27 @@ def timed(check: Callable[..., Check], *arguments: Any) -> Check:
     return result
 
 
-def name_list(names: list[str], limit: int = FIRST_NAMES) -> str:
-    """'a, b, c' or 'a, b, c, ... (+12 more)'."""
+def name_list(names: list[str], limit: int = FIRST_NAMES, total: int | None = None) -> str:
+    """'a, b, c' or 'a, b, c, ... (+12 more)'; total when names holds only the first few."""
     shown = ", ".join(names[:limit])
-    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+    more = (len(names) if total is None else total) - min(limit, len(names))
+    return shown + (f", ... (+{more:,} more)" if more > 0 else "")
 
 
 def restore_check(outcome: RestoreOutcome, snapshot: Snapshot) -> Check:
     """restic's own word on the restore: files it could not restore are a failure."""
     if not outcome.damaged:
         return Check.passed("restic restore", observed="no errors")
-    paths = sorted(outcome.damaged)
-    first_reason = outcome.damaged[paths[0]]
+    paths = sorted(outcome.damaged)  # the first few restic named, in the order it met them
+    count = max(outcome.damaged_count, len(paths))
+    counted = f"{count:,}" if outcome.damaged_count_exact else f"at least {count:,}"
     return Check.failed(
         "restic restore",
-        f"restic could not restore {len(paths)} file{'s' if len(paths) != 1 else ''} "
-        f"(damaged data): {name_list(paths)} (snapshot {snapshot.short_id})",
+        f"restic could not restore {counted} file{'s' if count != 1 else ''} "
+        f"(damaged data): {name_list(paths, total=count)} (snapshot {snapshot.short_id})",
         expected="no errors",
-        observed=f"{len(paths)} damaged",
-        detail=f"first error: {first_reason}",
+        observed=f"{counted} damaged",
+        detail=f"first error: {outcome.damaged[paths[0]]}",
     )
 
 

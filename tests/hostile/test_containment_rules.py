@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,9 @@ import pytest
 from restore_tests.errors import EnvironmentUnusable
 from restore_tests.restored import DIRECTORY, MISSING, OUTSIDE, REGULAR, read_bounded, walk
 from restore_tests.results import Check, ScenarioResult
+from restore_tests.sources.restic import RestoreOutcome, Snapshot
 from restore_tests.staging import create_staging, prepare_work_dir
+from runners.base import restore_check
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root")
 
@@ -149,3 +152,19 @@ def test_a_work_dir_in_a_sticky_folder_like_tmp_is_accepted(tmp_path):
     prepare_work_dir(shared / "work")
 
     assert stat.S_IMODE(os.lstat(shared / "work").st_mode) == 0o700
+
+
+def test_restics_damage_count_is_exact_although_only_the_first_paths_are_kept():
+    outcome = RestoreOutcome()
+    for index in range(150):
+        outcome.add_damage(f"/data/file-{index:03}", "ciphertext verification failed")
+    snapshot = Snapshot("ab" * 32, datetime(2026, 12, 1, tzinfo=UTC), "fs01", (), (), None)
+
+    check = restore_check(outcome, snapshot)
+
+    assert len(outcome.damaged) == 100
+    assert check.reason == (
+        "restic could not restore 150 files (damaged data): /data/file-000, /data/file-001, "
+        "/data/file-002, /data/file-003, /data/file-004, ... (+145 more) (snapshot abababab)"
+    )
+    assert check.observed == "150 damaged"
