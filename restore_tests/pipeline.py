@@ -42,7 +42,8 @@ from restore_tests.results import (
 )
 from restore_tests.sandbox import RESTORE_MOUNT, Sandbox, SandboxSpec, check_image, sandbox
 from restore_tests.scenario import ScenarioBase
-from restore_tests.sources.restic import Restic, RestoreOutcome, Snapshot
+from restore_tests.sources.restic import Restic, Snapshot
+from restore_tests.sources.restic_output import RestoreOutcome
 from restore_tests.staging import PRIVATE, create_staging
 from restore_tests.timing import PhaseClock, format_size, judge
 from runners import RUNNERS

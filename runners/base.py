@@ -13,7 +13,8 @@ from restore_tests.restored import RestoredTree
 from restore_tests.results import Check
 from restore_tests.sandbox import RESTORE_MOUNT, CountFailed, Sandbox
 from restore_tests.scenario import ScenarioBase, StrictModel
-from restore_tests.sources.restic import RestoreOutcome, Snapshot
+from restore_tests.sources.restic import Snapshot
+from restore_tests.sources.restic_output import RestoreOutcome
 
 DEFAULT_IMAGE = "restore-tests/sandbox:bookworm"
 FIRST_NAMES = 5

@@ -13,7 +13,8 @@ import pytest
 from restore_tests.errors import EnvironmentUnusable
 from restore_tests.restored import DIRECTORY, MISSING, OUTSIDE, REGULAR, read_bounded, walk
 from restore_tests.results import Check, ScenarioResult
-from restore_tests.sources.restic import RestoreOutcome, Snapshot
+from restore_tests.sources.restic import Snapshot
+from restore_tests.sources.restic_output import RestoreOutcome
 from restore_tests.staging import create_staging, prepare_work_dir
 from runners.base import restore_check
 

@@ -18,7 +18,8 @@ import pytest
 
 from restore_tests.errors import DamagedBackup, HostError
 from restore_tests.scenario import ResticSource
-from restore_tests.sources.restic import REASON_LIMIT, Restic
+from restore_tests.sources.restic import Restic
+from restore_tests.sources.restic_output import REASON_LIMIT
 from tests.conftest import (
     PASSWORD,
     PASSWORD_VARIABLE,

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from restore_tests.errors import DamagedBackup, HostError, SourceError
-from restore_tests.sources.restic import (
+from restore_tests.sources.restic_output import (
     DAMAGED_KEPT,
     REASON_LIMIT,
     RestoreReader,

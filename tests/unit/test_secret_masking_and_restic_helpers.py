@@ -8,7 +8,8 @@ import pytest
 
 from restore_tests.errors import SourceError
 from restore_tests.execute import mask
-from restore_tests.sources.restic import display_location, fitted, parse_time, readable
+from restore_tests.sources.restic import display_location, parse_time
+from restore_tests.sources.restic_output import fitted, readable
 
 # -- masking ----------------------------------------------------------------------------------
 
