@@ -334,6 +334,26 @@ def test_parallel_workers_find_the_same_as_one_worker_on_many_files(tmp_path: Pa
     assert alone.differing == sorted(expected[index][0] for index in range(50, 300, 50))
 
 
+def test_large_files_on_worker_threads_and_small_ones_inline_agree_with_one_worker(
+    tmp_path: Path,
+) -> None:
+    large = checksums.INLINE_BELOW_BYTES + 1
+    expected = [("big-0.bin", put(tmp_path, "big-0.bin", os.urandom(large)))]
+    expected += [("small-0.txt", put(tmp_path, "small-0.txt", b""))]
+    for index in range(1, 4):
+        expected.append((f"big-{index}.bin", put(tmp_path, f"big-{index}.bin", bytes(large))))
+        expected.append((f"small-{index}.txt", put(tmp_path, f"small-{index}.txt", b"t" * index)))
+    (tmp_path / "big-2.bin").write_bytes(b"\x01" * large)  # damaged, same size
+    (tmp_path / "small-2.txt").write_bytes(b"x" * 2)
+
+    alone = verify(tmp_path, expected, workers=1)
+    together = verify(tmp_path, expected, workers=4)
+
+    assert together == alone
+    assert alone.differing == ["big-2.bin", "small-2.txt"]
+    assert (alone.matched, alone.bytes_hashed) == (6, 4 * large + 0 + 1 + 2 + 3)
+
+
 # -- walking the restored tree ----------------------------------------------------------------
 
 
