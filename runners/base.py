@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from restore_tests.model import StrictModel
 from restore_tests.restored import RestoredTree
 from restore_tests.results import Check
 from restore_tests.sandbox import RESTORE_MOUNT, CountFailed, Sandbox
-from restore_tests.scenario import ScenarioBase, StrictModel
+from restore_tests.scenario import ScenarioBase
 from restore_tests.sources.restic import Snapshot
 from restore_tests.sources.restic_output import RestoreOutcome
 

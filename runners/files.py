@@ -8,9 +8,10 @@ from typing import ClassVar
 from pydantic import Field, field_validator
 
 from restore_tests import checksums
+from restore_tests.model import Size, SnapshotPath, StrictModel, snapshot_path
 from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree, read_bounded
 from restore_tests.results import Check
-from restore_tests.scenario import ScenarioBase, Size, SnapshotPath, StrictModel, snapshot_path
+from restore_tests.scenario import ScenarioBase
 from restore_tests.timing import format_size
 from runners.base import (
     RunContext,

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from restore_tests.errors import ScenarioError
-from restore_tests.scenario import NOT_A_VARIABLE_NAME, load_file, load_paths, snapshot_path
+from restore_tests.model import NOT_A_VARIABLE_NAME, snapshot_path
+from restore_tests.scenario import load_file, load_paths
 from restore_tests.yaml_documents import FILE_TOO_LARGE, TOO_DEEP, TOO_MANY_NODES
 from tests.conftest import run_cli
 

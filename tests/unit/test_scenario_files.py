@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from restore_tests.errors import Problem, ScenarioError
+from restore_tests.model import NOT_A_VARIABLE_NAME
 from restore_tests.scenario import (
-    NOT_A_VARIABLE_NAME,
     SECRET_HINT,
     SnapshotFilter,
     find_scenarios,
