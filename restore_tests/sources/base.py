@@ -1,0 +1,104 @@
+"""The source interface: where a backup comes from (restic, local files, S3 objects).
+
+The pipeline knows only this: a source checks it can be reached, selects a restore point (what
+will be restored, from when, how big), and fetches it into a private staging folder, returning
+its own checks (restic's per-file errors, a digest comparison). A source never asks which kind
+will read the data; a kind never asks which source fed it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import ClassVar
+
+from restore_tests.model import StrictModel
+from restore_tests.results import Check
+
+# What a restore point's time is based on: the RPO's basis in the history.
+SNAPSHOT_TIME = "snapshot_time"
+OBJECT_LAST_MODIFIED = "object_last_modified"
+FILE_MTIME = "file_mtime"
+
+
+class SourceSettings(StrictModel):
+    """The scenario's `source:` section of one source type (each source defines its own)."""
+
+    type: str
+
+    def resolved(self, folder: Path) -> SourceSettings:
+        """A copy with relative local paths resolved against the scenario file's folder."""
+        return self
+
+
+@dataclass(frozen=True)
+class RestorePoint:
+    """What one run restores: a snapshot, an object version, a file."""
+
+    id: str  # restic snapshot id; s3 key (with ?versionId=); local file path
+    short_id: str  # as shown in a reason: 1a2b3c4d, a key, a file name
+    time: datetime | None  # when the backup was taken (aware, UTC); None when unknown
+    time_basis: str  # SNAPSHOT_TIME, OBJECT_LAST_MODIFIED or FILE_MTIME
+    size_bytes: int | None = None  # bytes the fetch will write to disk, when known
+    description: str = ""  # for progress: "snapshot 1a2b3c4d (2026-11-23 03:00 UTC)"
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """How to fetch: into which folder, verified how, for how long."""
+
+    target: Path  # an empty private folder: the restored data goes below it
+    scratch: Path  # a private folder for the source's own files (cache, downloads)
+    verify_writes: bool = False  # also re-read what was written (restic restore --verify)
+    timeout: float | None = None  # stop after this long: ObjectiveMissed (a FAIL)
+    progress: Callable[[float], None] = lambda fraction: None  # 0.0 .. 1.0
+    cancelled: Callable[[], bool] = lambda: False  # Ctrl-C/SIGTERM: raise Interrupted
+
+
+@dataclass
+class Fetched:
+    """The fetched data and the source's own word on it."""
+
+    root: Path  # the folder holding the restored data (request.target, or read in place)
+    checks: list[Check] = field(default_factory=list)
+
+
+class Source(ABC):
+    """One place backups come from. Constructed per scenario run, before preflight."""
+
+    type: ClassVar[str]
+    settings_model: ClassVar[type[SourceSettings]]
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the backups are, as it may be shown (no credentials)."""
+
+    def version(self) -> str | None:
+        """The version of the tool that reads the source (restic 0.18.0), for the history."""
+        return None
+
+    @abstractmethod
+    def preflight(self) -> None:
+        """Tools present, credentials resolvable, the source reachable; raise otherwise
+        (SourceError, EnvironmentUnusable) with a one-line reason."""
+
+    @abstractmethod
+    def select(self) -> RestorePoint:
+        """The restore point the scenario asks for; SourceError when there is none."""
+
+    def space_needed(self, point: RestorePoint) -> int | None:
+        """Bytes the fetch will write to staging, when knowable (the disk check); None when
+        it cannot be known or nothing is written (data read in place)."""
+        return point.size_bytes
+
+    @abstractmethod
+    def fetch(self, point: RestorePoint, request: FetchRequest) -> Fetched:
+        """Bring the restore point into request.target (or point at it in place).
+
+        Damage found while fetching is reported in the returned checks (a FAIL), not raised;
+        a failure of the host raises HostError; a source that cannot be read raises SourceError.
+        """
