@@ -69,7 +69,7 @@ class Fetched:
 class Source(ABC):
     """One place backups come from. Constructed per scenario run, before preflight."""
 
-    type: ClassVar[str]
+    name: ClassVar[str]  # the scenario's source.type
     settings_model: ClassVar[type[SourceSettings]]
 
     @property
