@@ -218,24 +218,31 @@ def store(
     source = _SourceReader(stream, cancelled)
     writer = _Writer(target, unpacked, limit_bytes, cancelled)
     try:
-        _store_layout(source, layout, writer, scratch)
-        writer.sweep_links()
-        _drain(source)
-        unpacked.read_to_end = True
-    except _Damaged as damage:
-        where = f" after {size_text(source.bytes_read)}" if damage.at_offset else ""
-        unpacked.damage = damage.reason + where
-        writer.sweep_links()
-        _drain(source)
-        unpacked.read_to_end = True
-    except _Stopped as stop:
-        unpacked.stopped = stop.reason
-        writer.sweep_links()
+        _store_and_judge(source, layout, writer, scratch)
     except _StreamFailed as failure:
         raise failure.original from None
     finally:
         writer.close()
     return unpacked
+
+
+def _store_and_judge(
+    source: _SourceReader, layout: Layout, writer: _Writer, scratch: Path | None
+) -> None:
+    """Store, then read what is left of the stream (for the digest of the whole file) unless
+    a limit stopped it; damage and stops are noted in writer.unpacked."""
+    unpacked = writer.unpacked
+    try:
+        _store_layout(source, layout, writer, scratch)
+    except _Damaged as damage:
+        where = f" after {size_text(source.bytes_read)}" if damage.at_offset else ""
+        unpacked.damage = damage.reason + where
+    except _Stopped as stop:
+        unpacked.stopped = stop.reason
+    writer.sweep_links()
+    if not unpacked.stopped:
+        _drain(source)
+        unpacked.read_to_end = True
 
 
 def _store_layout(source: _SourceReader, layout: Layout, writer: _Writer, scratch: Path | None):
@@ -566,7 +573,7 @@ def _zip_member(archive: zipfile.ZipFile, member: zipfile.ZipInfo, writer: _Writ
             with archive.open(member) as data:
                 target = data.read(MAX_NAME_BYTES + 1)
             writer.symlink(parts, target.decode("utf-8", errors="surrogateescape"))
-        elif mode and not stat.S_ISREG(mode):
+        elif stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # no type bits: a plain file
             raise _Refused(_special_mode_kind(mode))
         else:
             with archive.open(member) as data:
