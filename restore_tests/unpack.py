@@ -55,6 +55,8 @@ MAX_PART_BYTES = 255  # NAME_MAX
 MAX_HEADER_BYTES = 1024**2  # a pax header or GNU long name larger than this is not a name
 FIRST_REFUSED = 20
 CHUNK_BYTES = 1024**2
+# tarfile's stream copies its whole buffer on every read: small, or small files cost 1 MiB each
+TAR_BUFFER_BYTES = 64 * 1024
 CANCEL_EVERY = 1000  # entries between two looks at the cancel flag
 _FOLDER_CACHE = 256  # open folder descriptors kept between entries
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -467,7 +469,7 @@ def _unpack_tar(stream: _Decompressed, writer: _Writer) -> None:
         archive = tarfile.open(  # noqa: SIM115 (read to its end below)
             fileobj=cast(Any, stream),
             mode="r|",
-            bufsize=CHUNK_BYTES,
+            bufsize=TAR_BUFFER_BYTES,
             tarinfo=_BoundedTarInfo,
         )
     except tarfile.ReadError as error:
@@ -670,15 +672,15 @@ class _Writer:
             self.close()
             self.folders[()] = root
 
-    def folder(self, parts: tuple[str, ...]) -> int:
+    def folder(self, parts: tuple[str, ...], create: bool = True) -> int:
         """The descriptor of the folder at parts, created as needed (0700), never through a
-        link: _Refused when a link or a file is in the way."""
+        link: _Refused when a link or a file is in the way (or it is missing, not to create)."""
         known = len(parts)
         while parts[:known] not in self.folders:
             known -= 1
         descriptor = self.folders[parts[:known]]
         for index in range(known, len(parts)):
-            opened = self._open_folder(descriptor, parts, index)
+            opened = self._open_folder(descriptor, parts, index, create)
             if index > known:
                 os.close(descriptor)
             descriptor = opened
@@ -686,12 +688,14 @@ class _Writer:
             self.folders[parts] = descriptor
         return descriptor
 
-    def _open_folder(self, parent: int, parts: tuple[str, ...], index: int) -> int:
+    def _open_folder(self, parent: int, parts: tuple[str, ...], index: int, create: bool) -> int:
         name = parts[index]
         try:
             try:
                 return os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
             except FileNotFoundError:
+                if not create:
+                    raise _Refused(f"{'/'.join(parts[: index + 1])} is missing") from None
                 os.mkdir(name, 0o700, dir_fd=parent)
                 return os.open(name, _DIRECTORY_FLAGS, dir_fd=parent)
         except OSError as error:
@@ -786,15 +790,14 @@ class _Writer:
         if source == parts:
             self.unpacked.files += 1
             return
-        source_folder = self.folder(source[:-1])
         try:
+            source_folder = self.folder(source[:-1], create=False)
             status = os.stat(source[-1], dir_fd=source_folder, follow_symlinks=False)
-        except OSError as error:
+        except (OSError, _Refused) as error:
             raise _Refused(HARD_LINK_UNKNOWN) from error
         if not stat.S_ISREG(status.st_mode):
             raise _Refused(HARD_LINK_UNKNOWN)
-        parent = self._replaceable(parts)
-        source_folder = self.folder(source[:-1])  # opened again: the cache may have moved
+        parent = self._replaceable(parts)  # both folders stay open until the next entry
         try:
             os.link(
                 source[-1],

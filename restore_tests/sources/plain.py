@@ -13,7 +13,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, NamedTuple
 
 from pydantic import Field, field_validator
 
@@ -21,6 +21,7 @@ from restore_tests.errors import SourceError
 from restore_tests.model import Size
 from restore_tests.results import Check
 from restore_tests.sources.base import SourceSettings
+from restore_tests.unpack import Readable
 
 DIGEST_NONE, DIGEST_SIDECAR, DIGEST_METADATA = "none", "sidecar", "metadata"
 DIGEST_PREFIX = "sha256:"
@@ -32,12 +33,6 @@ SHORT_DIGEST = 8  # hex digits shown in a reason
 _HEX_DIGEST = re.compile(r"^[0-9a-fA-F]{64}$")
 _SIDECAR_LINE = re.compile(r"^([0-9a-fA-F]{64})(?:[ \t]+\*?(.*))?$")
 DIGEST_FORMS = "sidecar, metadata, sha256:<64 hex digits> or none"
-
-
-class Readable(Protocol):
-    """A binary stream read front to back: a file, an HTTP body, an archive member."""
-
-    def read(self, size: int = -1, /) -> bytes: ...
 
 
 def parse_digest(value: str) -> str:

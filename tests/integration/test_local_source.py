@@ -20,6 +20,7 @@ from restore_tests.errors import Interrupted, SourceError
 from restore_tests.results import CHECK_FAILED, CHECK_PASSED
 from restore_tests.sources.base import FILE_MTIME, Fetched, FetchRequest
 from restore_tests.sources.local import LocalSettings, LocalSource
+from restore_tests.sources.plain import digest_check, sidecar_digest
 
 pytestmark = pytest.mark.integration
 
@@ -348,3 +349,40 @@ def test_a_cancelled_fetch_raises_interrupted(tmp_path: Path) -> None:
 
     with pytest.raises(Interrupted):
         source.fetch(source.select(), request)
+
+
+# -- what the plain sources share -------------------------------------------------------------
+
+HEX = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+
+@pytest.mark.parametrize(
+    "text", [f"{HEX}  erp.tar.gz\n", f"{HEX.upper()} *erp.tar.gz\n", f"{HEX}\n", f"  {HEX}"]
+)
+def test_a_sidecar_is_read_in_sha256sum_format(text: str) -> None:
+    assert sidecar_digest(text.encode(), "x.sha256") == HEX
+
+
+def test_a_sidecar_without_a_digest_first_is_refused() -> None:
+    with pytest.raises(SourceError) as raised:
+        sidecar_digest(b"sha256 of erp.tar.gz: " + HEX.encode(), "/nas/erp.tar.gz.sha256")
+
+    assert str(raised.value) == (
+        "sidecar /nas/erp.tar.gz.sha256 is not in sha256sum format (64 hex digits, then the name)"
+    )
+
+
+def test_max_unpacked_defaults_to_four_times_the_archive_and_at_least_1_gib() -> None:
+    default = LocalSettings(type="local", path="/nas")
+    written = LocalSettings(type="local", path="/nas", max_unpacked="20g")
+
+    assert default.unpack_limit(3 * 1024**3) == 12 * 1024**3
+    assert default.unpack_limit(1000) == 1024**3
+    assert written.unpack_limit(3 * 1024**3) == 20 * 1024**3
+
+
+def test_without_a_declared_digest_the_digest_is_recorded_but_proves_nothing() -> None:
+    check = digest_check("nightly/erp.tar.zst", None, HEX, 1234)
+
+    assert (check.status, check.proves_data) == (CHECK_PASSED, False)
+    assert check.observed == f"sha256 {HEX} (1,234 bytes)"
