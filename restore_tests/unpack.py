@@ -53,7 +53,8 @@ MAX_ENTRIES = 10_000_000
 MAX_NAME_BYTES = 4095  # PATH_MAX - 1
 MAX_PART_BYTES = 255  # NAME_MAX
 MAX_HEADER_BYTES = 1024**2  # a pax header or GNU long name larger than this is not a name
-FIRST_REFUSED = 20
+FIRST_REFUSED = 20  # refusals kept (the count is exact)
+REFUSED_IN_REASON = 5
 CHUNK_BYTES = 1024**2
 # tarfile's stream copies its whole buffer on every read: small, or small files cost 1 MiB each
 TAR_BUFFER_BYTES = 64 * 1024
@@ -147,20 +148,20 @@ class Unpacked:
         return [Check.passed("unpack", observed=observed, detail=detail)]
 
     def _refusal_reason(self) -> tuple[str, str]:
-        if not self.refused_count:
+        """The first few refusals in the reason, the first FIRST_REFUSED in the detail."""
+        count = self.refused_count
+        if not count:
             return "", ""
-        entries = (
-            "entry that would leave" if self.refused_count == 1 else "entries that would leave"
-        )
-        kind = "is not a plain file" if self.refused_count == 1 else "are not plain files"
-        listed = ", ".join(str(refusal) for refusal in self.refused)
-        more = len(self.refused) < self.refused_count
-        return (
-            f"archive {self.archive} holds {self.refused_count:,} {entries} the restore folder "
-            f"or {kind}: {listed}" + (", ..." if more else ""),
-            "\n".join(str(refusal) for refusal in self.refused)
-            + (f"\n(+{self.refused_count - len(self.refused):,} more)" if more else ""),
-        )
+        entries = "entry that would leave" if count == 1 else "entries that would leave"
+        kind = "is not a plain file" if count == 1 else "are not plain files"
+        listed = ", ".join(str(refusal) for refusal in self.refused[:REFUSED_IN_REASON])
+        if count > REFUSED_IN_REASON:
+            listed += f", ... (+{count - REFUSED_IN_REASON:,} more)"
+        detail = "\n".join(str(refusal) for refusal in self.refused)
+        if count > len(self.refused):
+            detail += f"\n(+{count - len(self.refused):,} more)"
+        reason = f"archive {self.archive} holds {count:,} {entries} the restore folder or {kind}"
+        return f"{reason}: {listed}", detail
 
     def _damage_reason(self) -> tuple[str, str]:
         if self.stopped:
@@ -247,7 +248,9 @@ def _store_and_judge(
         unpacked.read_to_end = True
 
 
-def _store_layout(source: _SourceReader, layout: Layout, writer: _Writer, scratch: Path | None):
+def _store_layout(
+    source: _SourceReader, layout: Layout, writer: _Writer, scratch: Path | None
+) -> None:
     if layout.kind == TAR:
         _unpack_tar(_decompressed(source, layout.compression, writer.limit_bytes), writer)
     elif layout.kind == ZIP:

@@ -645,3 +645,33 @@ def test_no_space_left_in_the_staging_folder_is_a_host_error_naming_it(
         f"cannot write data/big.bin in the staging folder {tiny_filesystem}: "
         "No space left on device"
     )
+
+
+def test_many_refusals_show_five_in_the_reason_and_twenty_in_the_detail(tmp_path: Path) -> None:
+    archive = hostile_tar(
+        tmp_path / "erp.tar.gz", *(regular(f"../up-{index:02}") for index in range(30))
+    )
+
+    unpacked, _ = store_file(archive, tmp_path)
+
+    [check] = unpacked.checks()
+    assert check.reason == (
+        "archive erp.tar.gz holds 30 entries that would leave the restore folder or are not "
+        "plain files: ../up-00 (leads outside), ../up-01 (leads outside), ../up-02 (leads "
+        "outside), ../up-03 (leads outside), ../up-04 (leads outside), ... (+25 more)"
+    )
+    assert check.detail.splitlines()[-2:] == ["../up-19 (leads outside)", "(+10 more)"]
+
+
+def test_concatenated_zstd_frames_are_all_decompressed(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.sql", tmp_path / "b.sql"
+    first.write_bytes(b"first part\n" * 10_000)
+    second.write_bytes(b"second part\n" * 10_000)
+    run("zstd", "-q", first, second)
+    archive = tmp_path / "erp.sql.zst"
+    archive.write_bytes(Path(f"{first}.zst").read_bytes() + Path(f"{second}.zst").read_bytes())
+
+    unpacked, target = store_file(archive, tmp_path)
+
+    assert (target / "erp.sql").read_bytes() == first.read_bytes() + second.read_bytes()
+    assert [check.status for check in unpacked.checks()] == [CHECK_PASSED]
