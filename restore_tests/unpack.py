@@ -56,8 +56,6 @@ MAX_HEADER_BYTES = 1024**2  # a pax header or GNU long name larger than this is 
 FIRST_REFUSED = 20  # refusals kept (the count is exact)
 REFUSED_IN_REASON = 5
 CHUNK_BYTES = 1024**2
-# tarfile's stream copies its whole buffer on every read: small, or small files cost 1 MiB each
-TAR_BUFFER_BYTES = 64 * 1024
 CANCEL_EVERY = 1000  # entries between two looks at the cancel flag
 _FOLDER_CACHE = 256  # open folder descriptors kept between entries
 _DIRECTORY_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -336,15 +334,13 @@ class _SourceReader:
 
 
 class _Decompressed:
-    """Decompressed bytes, counted against the limit; decompression errors become damage.
-    The last two chunks are kept so the tar's end-of-archive block can be looked at."""
+    """Decompressed bytes, counted against the limit; decompression errors become damage."""
 
     def __init__(self, stream: Any, compression: str, limit_bytes: int | None) -> None:
         self.stream = stream
         self.compression = compression
         self.limit_bytes = limit_bytes
         self.bytes_read = 0
-        self.recent: list[tuple[int, bytes]] = []
 
     def read(self, size: int = -1, /) -> bytes:
         try:
@@ -357,15 +353,52 @@ class _Decompressed:
             raise _Damaged(f"invalid {self.compression} data ({error})") from error
         if self.limit_bytes is not None and self.bytes_read + len(data) > self.limit_bytes:
             raise _over_limit(self.limit_bytes)
-        self.recent = [*self.recent[-1:], (self.bytes_read, data)]
         self.bytes_read += len(data)
         return data
 
-    def block_at(self, offset: int, length: int) -> bytes:
-        """Bytes at an offset of the decompressed stream, if still among the last chunks."""
-        joined = b"".join(data for _, data in self.recent)
-        start = offset - (self.recent[0][0] if self.recent else 0)
-        return joined[start : start + length] if start >= 0 else b""
+
+class _TarReader:
+    """The decompressed stream as tarfile's 'r:' mode reads it: read, tell, and seek forward
+    only (past a member's data). Member data is handed out as views of the chunk it sits in:
+    tarfile's own stream ('r|') copies every byte three times, into fresh buffers."""
+
+    def __init__(self, stream: _Decompressed) -> None:
+        self.stream = stream
+        self.chunk = memoryview(b"")
+        self.start = 0  # the next unread byte of chunk
+        self.position = 0  # of the next unread byte, in the decompressed stream
+        self.last_block = (-1, b"")  # the last header-sized read: (position, bytes)
+
+    def tell(self) -> int:
+        return self.position
+
+    def read_some(self, size: int) -> memoryview:
+        """At most size bytes, from the current chunk (a new one when it is used up)."""
+        if self.start == len(self.chunk):
+            self.chunk, self.start = memoryview(self.stream.read(CHUNK_BYTES)), 0
+        view = self.chunk[self.start : self.start + size]
+        self.start += len(view)
+        self.position += len(view)
+        return view
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Exactly size bytes unless the stream ends (tarfile reads headers this way)."""
+        at = self.position
+        parts = []
+        while size > 0 and (view := self.read_some(size)):
+            parts.append(view)
+            size -= len(view)
+        data = b"".join(parts)
+        if len(data) == tarfile.BLOCKSIZE:
+            self.last_block = (at, data)
+        return data
+
+    def seek(self, position: int, whence: int = os.SEEK_SET, /) -> int:
+        if whence != os.SEEK_SET or position < self.position:
+            raise _Damaged("a tar that must be read backwards (not a stream)")
+        while self.position < position and self.read_some(position - self.position):
+            pass
+        return self.position
 
 
 def _decompressed(source: _SourceReader, compression: str, limit: int | None) -> _Decompressed:
@@ -468,42 +501,42 @@ class _BoundedTarInfo(tarfile.TarInfo):
 def _unpack_tar(stream: _Decompressed, writer: _Writer) -> None:
     """Each member extracted while the stream passes; then the end-of-archive block checked
     (tarfile ends quietly on a cut or a damaged header) and the rest read for the checksum."""
+    reader = _TarReader(stream)
     try:
         archive = tarfile.open(  # noqa: SIM115 (read to its end below)
-            fileobj=cast(Any, stream),
-            mode="r|",
-            bufsize=TAR_BUFFER_BYTES,
-            tarinfo=_BoundedTarInfo,
+            fileobj=cast(Any, reader), mode="r:", tarinfo=_BoundedTarInfo
         )
     except tarfile.ReadError as error:
         reason = UNEXPECTED_END if "empty" in str(error) else f"not a tar ({error})"
         raise _Damaged(reason) from error
+    members: list[tarfile.TarInfo] = cast(Any, archive).members
     try:
         while (member := archive.next()) is not None:
-            cast(
-                Any, archive
-            ).members.clear()  # tarfile keeps every member it read: not for millions
+            members.clear()  # tarfile keeps every member it read: not for millions
             writer.begin_entry()
-            _tar_member(archive, member, writer)
-        _check_tar_end(archive, stream)
+            _tar_member(archive, member, reader, writer)
+        _check_tar_end(archive, reader)
     except tarfile.TarError as error:
         raise _Damaged(str(error) or UNEXPECTED_END) from error
     _drain(stream)
 
 
-def _check_tar_end(archive: tarfile.TarFile, stream: _Decompressed) -> None:
+def _check_tar_end(archive: tarfile.TarFile, reader: _TarReader) -> None:
     end = archive.offset
-    if stream.bytes_read < end + tarfile.BLOCKSIZE:
+    position, block = reader.last_block
+    if position != end:
         raise _Damaged(UNEXPECTED_END)
-    if stream.block_at(end, tarfile.BLOCKSIZE).strip(b"\0"):
+    if block.strip(b"\0"):
         raise _Damaged(f"invalid tar header at byte {end:,} of the unpacked data")
 
 
-def _tar_member(archive: tarfile.TarFile, member: tarfile.TarInfo, writer: _Writer) -> None:
+def _tar_member(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, reader: _TarReader, writer: _Writer
+) -> None:
     try:
         parts = entry_parts(member.name)
         if member.isreg():
-            _tar_file(archive, member, parts, writer)
+            _tar_file(archive, member, parts, reader, writer)
         elif member.isdir():
             writer.make_folder(parts, member.mode)
         elif member.issym():
@@ -523,15 +556,37 @@ def _special_kind(member: tarfile.TarInfo) -> str:
 
 
 def _tar_file(
-    archive: tarfile.TarFile, member: tarfile.TarInfo, parts: tuple[str, ...], writer: _Writer
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    parts: tuple[str, ...],
+    reader: _TarReader,
+    writer: _Writer,
 ) -> None:
-    data = archive.extractfile(member)
-    if data is None:
-        raise _Refused(NOT_PLAIN)
-    written = writer.write_file(parts, member.mode, member.mtime, data.read)
+    """A member's data read straight from the stream; a sparse one through tarfile, which
+    fills its holes."""
+    if member.sparse is not None:
+        data = archive.extractfile(member)
+        read: Callable[[int], bytes | memoryview] = data.read if data else lambda size: b""
+    else:
+        reader.seek(member.offset_data)
+        read = _bounded(reader, member.size)
+    written = writer.write_file(parts, member.mode, member.mtime, read)
     if written != member.size:
         raise _Damaged(UNEXPECTED_END)
     writer.unpacked.files += 1
+
+
+def _bounded(reader: _TarReader, size: int) -> Callable[[int], memoryview]:
+    """Reads of at most size bytes in all: one member's data."""
+    remaining = size
+
+    def read(wanted: int) -> memoryview:
+        nonlocal remaining
+        view = reader.read_some(min(wanted, remaining))
+        remaining -= len(view)
+        return view
+
+    return read
 
 
 # -- zip --------------------------------------------------------------------------------------
@@ -731,7 +786,7 @@ class _Writer:
         parts: tuple[str, ...],
         mode: int,
         mtime: float | None,
-        read: Callable[[int], bytes],
+        read: Callable[[int], bytes | memoryview],
         limited: bool = True,
     ) -> int:
         """A new regular file (O_EXCL, O_NOFOLLOW) holding what read() gives; bytes written."""
@@ -756,7 +811,11 @@ class _Writer:
         return written
 
     def _copy(
-        self, read: Callable[[int], bytes], descriptor: int, parts: tuple[str, ...], limited: bool
+        self,
+        read: Callable[[int], bytes | memoryview],
+        descriptor: int,
+        parts: tuple[str, ...],
+        limited: bool,
     ) -> int:
         written = 0
         while chunk := read(CHUNK_BYTES):
