@@ -17,6 +17,7 @@ of the host (no space, permission denied) raises HostError; an error of the stre
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import lzma
@@ -74,6 +75,7 @@ HARD_LINK_OUTSIDE = "hard link leading outside"
 HARD_LINK_UNKNOWN = "hard link to a file not extracted before"
 THROUGH_LINK = "through a symbolic link"
 NAME_TOO_LONG = "name too long"
+INVALID_NAME = "invalid name"
 UNEXPECTED_END = "unexpected end of data"
 
 
@@ -660,8 +662,14 @@ def entry_parts(name: str) -> tuple[str, ...]:
     """An entry's name as path parts below the target; _Refused when it could lead outside."""
     if name.startswith("/"):
         raise _Refused(ABSOLUTE_NAME)
-    if "\0" in name or len(os.fsencode(name)) > MAX_NAME_BYTES:
-        raise _Refused(NAME_TOO_LONG if "\0" not in name else "invalid name")
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeError:
+        raise _Refused(INVALID_NAME) from None
+    if b"\0" in encoded:
+        raise _Refused(INVALID_NAME)
+    if len(encoded) > MAX_NAME_BYTES:
+        raise _Refused(NAME_TOO_LONG)
     parts = tuple(part for part in name.split("/") if part not in ("", "."))
     if ".." in parts:
         raise _Refused(LEADS_OUTSIDE)
@@ -674,7 +682,11 @@ def link_refusal(parts: tuple[str, ...], target: str) -> str | None:
     """Why a symbolic link at parts pointing to target is refused (None: it stays inside)."""
     if target.startswith("/"):
         return ABSOLUTE_LINK
-    if not target or "\0" in target or len(os.fsencode(target)) > MAX_NAME_BYTES:
+    try:
+        encoded = os.fsencode(target)
+    except UnicodeError:
+        return INVALID_NAME
+    if not encoded or b"\0" in encoded or len(encoded) > MAX_NAME_BYTES:
         return NOT_PLAIN
     depth = len(parts) - 1
     for part in target.split("/"):
@@ -685,6 +697,12 @@ def link_refusal(parts: tuple[str, ...], target: str) -> str | None:
         elif part not in ("", "."):
             depth += 1
     return None
+
+
+def _set_mtime(descriptor: int, mtime: float) -> None:
+    """The archive's modification time, when the kernel can hold it (a hostile one may not)."""
+    with contextlib.suppress(OverflowError, ValueError):
+        os.utime(descriptor, (mtime, mtime))
 
 
 # -- writing below the target -----------------------------------------------------------------
@@ -803,7 +821,7 @@ class _Writer:
                 self.unpacked.setuid_dropped += 1
             os.fchmod(descriptor, (mode & 0o777) | 0o400)  # the host must be able to hash it
             if mtime is not None:
-                os.utime(descriptor, (mtime, mtime))
+                _set_mtime(descriptor, mtime)
         except OSError as error:
             raise self._host_error(error, "/".join(parts)) from error
         finally:

@@ -696,3 +696,15 @@ def test_a_sparse_file_made_by_tar_unpacks_with_its_holes(
 
     assert [check.status for check in unpacked.checks()] == [CHECK_PASSED]
     assert (target / "disk.raw").read_bytes() == disk.read_bytes()
+
+
+def test_a_modification_time_no_clock_can_hold_is_ignored(tmp_path: Path) -> None:
+    def far_future(archive: tarfile.TarFile) -> None:
+        member = tarfile.TarInfo("far.txt")
+        member.size, member.mtime = 4, 10**30
+        archive.addfile(member, io.BytesIO(b"data"))
+
+    unpacked, target = store_file(hostile_tar(tmp_path / "erp.tar.gz", far_future), tmp_path)
+
+    assert [check.status for check in unpacked.checks()] == [CHECK_PASSED]
+    assert (target / "far.txt").read_bytes() == b"data"
