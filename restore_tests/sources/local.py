@@ -161,20 +161,22 @@ class LocalSource(Source):
     def space_needed(self, point: RestorePoint) -> int | None:
         """Nothing when the file will be hard-linked into staging; else its size (an archive
         may unpack to more, but max_unpacked stops a bomb and 4x would refuse most drills)."""
-        if archive_layout(point.id, self.settings.unpack).kind == AS_IS and self._linkable(
-            Path(point.id)
-        ):
-            return None
-        return point.size_bytes
-
-    def _linkable(self, path: Path) -> bool:
+        if archive_layout(point.id, self.settings.unpack).kind != AS_IS:
+            return point.size_bytes
         try:
-            status = os.stat(path, follow_symlinks=False)
-            return status.st_dev == os.stat(self.scratch).st_dev and not status.st_mode & (
-                stat.S_ISUID | stat.S_ISGID
-            )
+            linkable = self._linkable(os.stat(point.id))
+        except OSError:
+            linkable = False
+        return None if linkable else point.size_bytes
+
+    def _linkable(self, status: os.stat_result) -> bool:
+        """On the staging's filesystem, and without a setuid/setgid bit that the sweep of the
+        staged data would clear on the shared inode, so on the user's own file."""
+        try:
+            same_filesystem = status.st_dev == os.stat(self.scratch).st_dev
         except OSError:
             return False
+        return same_filesystem and not status.st_mode & (stat.S_ISUID | stat.S_ISGID)
 
     def fetch(self, point: RestorePoint, request: FetchRequest) -> Fetched:
         """The file into request.target: unpacked, or hard-linked (else copied) as is, hashed
@@ -186,7 +188,7 @@ class LocalSource(Source):
             with self._opened(path) as stream:
                 hashing = HashingReader(stream)
                 watch = _watch(request, hashing, point)
-                if as_is and self._link(path, request.target):
+                if as_is and self._link(path, os.fstat(stream.fileno()), request.target):
                     if expected is None:
                         return Fetched(root=request.target)  # nothing to read, nothing to check
                     _read_all(hashing, watch)
@@ -223,15 +225,19 @@ class LocalSource(Source):
                 raise SourceError(f"local path {path} is not a regular file")
             yield stream
 
-    def _link(self, path: Path, target: Path) -> bool:
-        """Hard-link the file into target when that is safe and possible (no copy)."""
-        if not self._linkable(path):
+    def _link(self, path: Path, opened: os.stat_result, target: Path) -> bool:
+        """Hard-link the file opened into target when that is safe and possible (no copy)."""
+        if not self._linkable(opened):
             return False
+        staged = target / path.name
         try:
-            os.link(path, target / path.name, follow_symlinks=False)
+            os.link(os.path.realpath(path), staged, follow_symlinks=False)  # a named link
+            if os.stat(staged, follow_symlinks=False).st_ino == opened.st_ino:
+                return True
+            os.unlink(staged)  # replaced since it was opened: the copy reads what was opened
         except OSError:
-            return False  # another filesystem, a protected link: it is copied instead
-        return True
+            pass  # another filesystem, a protected link: it is copied instead
+        return False
 
     def _store(
         self,

@@ -386,3 +386,15 @@ def test_without_a_declared_digest_the_digest_is_recorded_but_proves_nothing() -
 
     assert (check.status, check.proves_data) == (CHECK_PASSED, False)
     assert check.observed == f"sha256 {HEX} (1,234 bytes)"
+
+
+def test_a_path_that_is_a_link_stages_the_file_it_leads_to(tmp_path: Path) -> None:
+    dump = write(tmp_path / "nas" / "erp-2026-11-23.dump", b"data")
+    latest = tmp_path / "nas" / "latest.dump"
+    latest.symlink_to(dump.name)
+
+    fetched = fetch(tmp_path, source_for(tmp_path, latest, unpack="none"))
+
+    staged = fetched.root / "latest.dump"
+    assert not staged.is_symlink()
+    assert staged.stat().st_ino == dump.stat().st_ino
