@@ -39,7 +39,7 @@ from restore_tests.results import (
     PASS,
     ScenarioResult,
 )
-from restore_tests.sandbox import connect, engine_version
+from restore_tests.sandbox import DockerSandboxes, connect, engine_version
 from restore_tests.scenario import ScenarioBase
 from restore_tests.timing import judge
 
@@ -223,7 +223,7 @@ def _run_pool(
 ) -> None:
     def run_one(scenario: ScenarioBase) -> Started:
         row_id = recorder.started(scenario)
-        return run_scenario(scenario, options, client), row_id
+        return run_scenario(scenario, options, DockerSandboxes(client)), row_id
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="scenario") as pool:
         futures = {pool.submit(run_one, scenario): scenario for scenario in scenarios}

@@ -1,4 +1,9 @@
-"""One scenario, end to end: preflight, select, fetch, sandbox, load, verify, verdict, teardown.
+"""One scenario, end to end, as an ordered list of steps.
+
+preflight -> select -> space -> sandbox -> fetch -> load -> verify -> teardown. Each step's span
+is recorded once and no span holds another; the measured RTO covers sandbox, fetch, load and
+verify (the data brought back and shown usable), not the wait for disk space. The pipeline knows
+a source and a runner only through their interfaces (sources/base.py, runners/base.py).
 
 Every outcome becomes a ScenarioResult: a damaged backup is a FAIL, anything that stopped the
 checks from running is an ERROR with a one-line reason. Sandbox and staging are removed on every
@@ -11,14 +16,12 @@ import logging
 import os
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-
-import docker
+from typing import Protocol
 
 from restore_tests import execute, restored
 from restore_tests.cleanup import dispose, wait_for_removals
@@ -39,21 +42,32 @@ from restore_tests.results import (
     FAIL,
     Check,
     ScenarioResult,
+    name_list,
 )
-from restore_tests.sandbox import RESTORE_MOUNT, Sandbox, SandboxSpec, check_image, sandbox
+from restore_tests.sandbox import RESTORE_MOUNT, Sandbox, SandboxSpec
 from restore_tests.scenario import ScenarioBase
-from restore_tests.sources.restic import Restic, Snapshot
-from restore_tests.sources.restic_output import RestoreOutcome
+from restore_tests.sources import SOURCES
+from restore_tests.sources.base import Fetched, FetchRequest, RestorePoint, Source
 from restore_tests.staging import PRIVATE, create_staging
 from restore_tests.timing import PhaseClock, format_size, judge
 from runners import RUNNERS
-from runners.base import RunContext, Runner, name_list
+from runners.base import RunContext, Runner
 
 log = logging.getLogger(__name__)
 DISK_MARGIN = 1.05  # keep 5% spare: a restore that fills the disk harms the host
 RESTORE_LIMIT_FACTOR = 4
 RESTORE_LIMIT_MINIMUM = 30.0
 REMOVAL_WAIT_SECONDS = 300.0
+
+
+class Sandboxes(Protocol):
+    """Where sandboxes come from: the Docker engine (sandbox.DockerSandboxes), or a fake."""
+
+    def check_image(self, image: str) -> None: ...
+
+    def open(
+        self, spec: SandboxSpec, keep: bool, hand_off: Callable[[str], bool] | None
+    ) -> AbstractContextManager[Sandbox]: ...
 
 
 @dataclass(frozen=True)
@@ -70,10 +84,10 @@ def now() -> datetime:
 
 
 def run_scenario(
-    scenario: ScenarioBase, options: RunOptions, client: docker.DockerClient
+    scenario: ScenarioBase, options: RunOptions, sandboxes: Sandboxes
 ) -> ScenarioResult:
     """Run one scenario; never raises for a scenario's own failure (it is the verdict)."""
-    run = ScenarioRun(scenario, options, client)
+    run = ScenarioRun(scenario, options, sandboxes)
     result = run.result
     try:
         run.steps()
@@ -103,114 +117,116 @@ def run_scenario(
 class ScenarioRun:
     """The steps of one scenario run, in order; what they leave behind is on `stack`."""
 
-    def __init__(
-        self, scenario: ScenarioBase, options: RunOptions, client: docker.DockerClient
-    ) -> None:
-        self.scenario, self.options, self.client = scenario, options, client
+    def __init__(self, scenario: ScenarioBase, options: RunOptions, sandboxes: Sandboxes) -> None:
+        self.scenario, self.options, self.sandboxes = scenario, options, sandboxes
         self.runner: Runner = RUNNERS[scenario.kind]()
         self.result = ScenarioResult.begin(scenario, now())
         self.clock = PhaseClock()
         self.stack = ExitStack()
-        self.staging = options.work_dir  # replaced by the run's own folder in preflight
-        self.restore_root = self.staging / "restore"
         self.image = scenario.sandbox.image or self.runner.default_image
 
     def say(self, message: str) -> None:
         self.options.progress(self.scenario.name, message)
 
     def steps(self) -> None:
-        restic = self.preflight()
-        snapshot = self.select(restic)
-        _interrupt_point()
-        with ThreadPoolExecutor(1, thread_name_prefix="disk-check") as background:
-            # restic stats (the disk check) and the container start are independent.
-            subset = bool(self.scenario.source.include)
-            disk_check = background.submit(_check_disk, restic, snapshot, self.staging, subset)
-            box = self.start_sandbox()
-            with self.clock.phase("preflight"):
-                disk_check.result()
-        _interrupt_point()
-        outcome = self.fetch(restic, snapshot)
-        _interrupt_point()
-        tree = self.inspect_restored_tree()
-        context = RunContext(
-            self.scenario, self.restore_root, snapshot, outcome, box, self.say, tree
-        )
+        staging, source = self.preflight()
+        point = self.select(source)
+        self.make_space(source, point, staging)
+        target = staging / "restore"
+        os.mkdir(target, PRIVATE)
+        box = self.start_sandbox(staging, target)
+        fetched, tree = self.fetch(source, point, staging, target)
+        context = RunContext(self.scenario, fetched.root, point, box, self.say, tree)
         self.check(context)
-        rto = self.clock.measured_rto()
-        self.result.rto = judge("rto", rto, self.scenario.objectives.rto, "measured")
+        self.result.rto = judge(
+            "rto", self.clock.measured_rto(), self.scenario.objectives.rto, "measured"
+        )
         self.result.conclude()
 
-    def preflight(self) -> Restic:
-        source = self.scenario.source
+    def preflight(self) -> tuple[Path, Source]:
+        settings = self.scenario.source
         with self.clock.phase("preflight"):
-            check_image(self.client, self.image)
-            self.staging = create_staging(self.options.work_dir, self.options.run_id)
-            self.restore_root = self.staging / "restore"
+            self.sandboxes.check_image(self.image)
+            staging = create_staging(self.options.work_dir, self.options.run_id)
             if not self.options.keep:
-                self.stack.callback(dispose, self.staging)
-            os.mkdir(self.restore_root, PRIVATE)
-            no_cache = self.options.no_cache or source.is_local
-            restic = Restic(source, None if no_cache else self.staging / "cache")
-            self.result.source_version = restic.version_text()
-            restic.environment()  # resolve the password now: a missing one is a preflight error
-            restic.check_reachable()
-        return restic
+                self.stack.callback(dispose, staging)
+            scratch = staging / "source"
+            os.mkdir(scratch, PRIVATE)
+            source = SOURCES[settings.type](settings, scratch, self.options.no_cache)
+            self.result.source_version = source.version()
+            source.preflight()
+        _interrupt_point()
+        return staging, source
 
-    def select(self, restic: Restic) -> Snapshot:
+    def select(self, source: Source) -> RestorePoint:
         with self.clock.phase("select"):
-            self.say(f"selecting a snapshot in {restic.location}")
-            snapshot = restic.select(self.scenario.source.snapshot)
-            self.result.snapshot_id, self.result.snapshot_time = snapshot.id, snapshot.time
-            age = max((now() - snapshot.time).total_seconds(), 0.0)
-            self.result.rpo = judge("rpo", age, self.scenario.objectives.rpo, "snapshot_time")
-        return snapshot
+            self.say(f"selecting what to restore in {source.location}")
+            point = source.select()
+            self.result.snapshot_id, self.result.snapshot_time = point.id, point.time
+            age = None if point.time is None else max((now() - point.time).total_seconds(), 0.0)
+            self.result.rpo = judge("rpo", age, self.scenario.objectives.rpo, point.time_basis)
+        _interrupt_point()
+        return point
 
-    def start_sandbox(self) -> Sandbox:
-        """Started before the restore: the engine syncs the filesystem when it mounts a
+    def make_space(self, source: Source, point: RestorePoint, staging: Path) -> None:
+        """Refuse a restore that would not fit; space that earlier runs are still freeing is
+        waited for (not counted in the RTO: the restore has not started)."""
+        with self.clock.phase("space"):
+            needed = source.space_needed(point)
+            if needed is not None:
+                _check_disk(needed, staging)
+        _interrupt_point()
+
+    def start_sandbox(self, staging: Path, target: Path) -> Sandbox:
+        """Started before the fetch: the engine syncs the filesystem when it mounts a
         container, which after the restore would first write back every restored byte. At the
         end, a detached reaper deletes the staging folder, then the container (cleanup.dispose).
         """
         with self.clock.phase("sandbox"):
             self.say(f"starting the sandbox ({self.image})")
-            spec = _sandbox_spec(self.scenario, self.options, self.image, self.restore_root)
-            hand_off = None if self.options.keep else partial(dispose, self.staging)
-            box = self.stack.enter_context(
-                sandbox(self.client, spec, keep=self.options.keep, hand_off=hand_off)
-            )
+            spec = self._sandbox_spec(target)
+            hand_off = None if self.options.keep else partial(dispose, staging)
+            box = self.stack.enter_context(self.sandboxes.open(spec, self.options.keep, hand_off))
             if self.options.keep:
                 self.result.kept = (
-                    f"sandbox: docker exec -it {box.name} sh ; staging: {self.staging} "
+                    f"sandbox: docker exec -it {box.name} sh ; staging: {staging} "
                     f"(remove with: restore-tests prune --run {self.options.run_id})"
                 )
+            needs = self.runner.sandbox_needs(self.scenario)
+            if needs.ready_command:
+                self.say("waiting for the sandbox to be ready")
+                box.wait_ready(needs.ready_command, needs.ready_timeout)
+        _interrupt_point()
         return box
 
-    def fetch(self, restic: Restic, snapshot: Snapshot) -> RestoreOutcome:
+    def fetch(
+        self, source: Source, point: RestorePoint, staging: Path, target: Path
+    ) -> tuple[Fetched, RestoredTree]:
+        """Bring the data into staging, then walk it once: the runners' index, and the sweep of
+        setuid bits and device nodes (part of making the data available)."""
         with self.clock.phase("fetch"):
-            self.say(f"restoring snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC)")
-            return restic.restore(
-                snapshot,
-                self.restore_root,
-                self.scenario.source.include,
-                self.runner.wants_restic_verify(self.scenario),
-                _percent_reporter(self.say),
+            self.say(f"fetching {point.description or point.short_id}")
+            request = FetchRequest(
+                target=target,
+                scratch=staging / "source",
                 timeout=_restore_limit(self.scenario),
+                progress=_percent_reporter(self.say),
+                cancelled=execute.cancel_requested,
             )
-
-    def inspect_restored_tree(self) -> RestoredTree:
-        """Walk what was restored once: the runners' index, and the sweep of setuid bits and
-        device nodes (part of making the data available, so inside the fetch span)."""
-        with self.clock.phase("fetch"):
-            self.say("walking the restored tree")
+            fetched = source.fetch(point, request)
+            _interrupt_point()
+            self.say("walking the restored data")
             try:
-                tree = restored.walk(self.restore_root, execute.cancel_requested)
+                tree = restored.walk(fetched.root, execute.cancel_requested)
             except OSError as error:  # fail closed: unsafe data is not opened
                 raise HostError(
                     f"could not make the restored data safe on this host: "
                     f"{error.strerror or error}: {error.filename}"
                 ) from error
-        self.result.checks.extend(tree_checks(tree))
-        return tree
+        self.result.checks.extend(fetched.checks)
+        self.result.checks.extend(tree_checks(tree, fetched, point))
+        _interrupt_point()
+        return fetched, tree
 
     def check(self, context: RunContext) -> None:
         with self.clock.phase("load"):
@@ -218,13 +234,47 @@ class ScenarioRun:
         _interrupt_point()
         with self.clock.phase("verify"):
             self.result.checks.extend(self.runner.verify(context))
+            self._judge_content_time(context)
         _interrupt_point()
         self.result.files, self.result.bytes = context.files, context.bytes
 
+    def _judge_content_time(self, context: RunContext) -> None:
+        """A kind that can tell how fresh the data inside is (a database's newest row) judges
+        the RPO on it when it is older than the backup itself."""
+        content_time = self.runner.data_time(context)
+        point_time = context.restore_point.time
+        if content_time is None or (point_time is not None and content_time >= point_time):
+            return
+        age = max((now() - content_time).total_seconds(), 0.0)
+        self.result.rpo = judge("rpo", age, self.scenario.objectives.rpo, "newest_row")
 
-def tree_checks(tree: RestoredTree) -> list[Check]:
-    """What the walk found that matters whatever the kind: unsafe entries, unreadable folders."""
-    checks = []
+    def _sandbox_spec(self, target: Path) -> SandboxSpec:
+        settings = self.scenario.sandbox
+        needs = self.runner.sandbox_needs(self.scenario)
+        return SandboxSpec(
+            image=self.image,
+            run_id=self.options.run_id,
+            scenario=self.scenario.name,
+            memory_bytes=settings.memory,
+            pids=settings.pids,
+            cpus=settings.cpus,
+            read_only_mounts={str(target): RESTORE_MOUNT},
+            scratch_bytes=needs.scratch_bytes,
+            user=needs.user,
+            environment=needs.environment,
+        )
+
+
+def tree_checks(tree: RestoredTree, fetched: Fetched, point: RestorePoint) -> list[Check]:
+    """What the walk found that matters whatever the kind or the source: nothing restored,
+    unsafe entries, unreadable folders. A source's check compared restored bytes only if some
+    were restored (restic --verify over an empty restore proves nothing)."""
+    checks = [_restored_something(tree, fetched, point)]
+    if tree.bytes == 0:
+        for check in fetched.checks:
+            if check.proves_data:
+                check.proves_data = False
+                check.observed += " (nothing restored: it proves nothing)"
     unreadable = tree.unreadable_folders
     if unreadable.count:
         checks.append(
@@ -250,16 +300,9 @@ def _restore_limit(scenario: ScenarioBase) -> float | None:
     return None if rto is None else max(RESTORE_LIMIT_FACTOR * rto, RESTORE_LIMIT_MINIMUM)
 
 
-def _check_disk(restic: Restic, snapshot: Snapshot, staging: Path, partial: bool) -> None:
-    """Refuse a restore that would not fit (a partial restore is bounded by the full size).
-
-    Space that earlier scenarios are still freeing is waited for before refusing.
-    """
-    if partial:
-        return
-    needed = restic.restore_size(snapshot)
-    if needed is None:
-        return
+def _check_disk(needed: int, staging: Path) -> None:
+    """Refuse a fetch that would not fit, after waiting (bounded) for the space that earlier
+    runs' removals are still freeing."""
     if needed * DISK_MARGIN > shutil.disk_usage(staging).free:
         wait_for_removals(staging.parent, REMOVAL_WAIT_SECONDS)
     free = shutil.disk_usage(staging).free
@@ -270,18 +313,18 @@ def _check_disk(restic: Restic, snapshot: Snapshot, staging: Path, partial: bool
         )
 
 
-def _sandbox_spec(
-    scenario: ScenarioBase, options: RunOptions, image: str, restore_root: Path
-) -> SandboxSpec:
-    settings = scenario.sandbox
-    return SandboxSpec(
-        image=image,
-        run_id=options.run_id,
-        scenario=scenario.name,
-        memory_bytes=settings.memory,
-        pids=settings.pids,
-        cpus=settings.cpus,
-        read_only_mounts={str(restore_root): RESTORE_MOUNT},
+def _restored_something(tree: RestoredTree, fetched: Fetched, point: RestorePoint) -> Check:
+    """A fetch that produced no file proves nothing, whatever else passes (an include typo)."""
+    if tree.file_count:
+        return Check.passed(
+            "restored files", observed=f"{tree.file_count:,} files, {format_size(tree.bytes)}"
+        )
+    why = f"; {fetched.empty_reason}" if fetched.empty_reason else ""
+    return Check.failed(
+        "restored files",
+        f"the restore produced no files ({point.shown}{why})",
+        expected="at least 1 file",
+        observed="0 files",
     )
 
 

@@ -15,6 +15,7 @@ CAUSE_ENVIRONMENT, CAUSE_INTERRUPTED = "environment", "interrupted"
 # Whatever a check or a result says may come from restored data or a sandboxed program: it is
 # bounded here, once, for every runner and every output (terminal, JSON, history).
 REASON_LIMIT = 300
+FIRST_NAMES = 5  # names shown in a reason before "... (+N more)"
 DETAIL_LIMIT = 4096
 _ONE_LINE_FIELDS = {"reason": REASON_LIMIT, "expected": REASON_LIMIT, "observed": REASON_LIMIT}
 
@@ -32,6 +33,13 @@ def head_and_tail(text: str, limit: int = DETAIL_LIMIT) -> str:
         return text
     half = (limit - 40) // 2
     return f"{text[:half]}\n[... {len(text) - 2 * half:,} characters cut ...]\n{text[-half:]}"
+
+
+def name_list(names: list[str], limit: int = FIRST_NAMES, total: int | None = None) -> str:
+    """'a, b, c' or 'a, b, c, ... (+12 more)'; total when names holds only the first few."""
+    shown = ", ".join(names[:limit])
+    more = (len(names) if total is None else total) - min(limit, len(names))
+    return shown + (f", ... (+{more:,} more)" if more > 0 else "")
 
 
 class _Bounded:
@@ -144,8 +152,8 @@ class ScenarioResult(_Bounded):
             self.status, self.reason = (
                 FAIL,
                 (
-                    "no check proved the data: configure a manifest, checksums, restic_verify or "
-                    "an expectation above zero"
+                    "no check proved the data: configure a manifest, checksums, a source "
+                    "digest or verify, or an expectation above zero"
                 ),
             )
         else:

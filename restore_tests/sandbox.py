@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,6 +62,8 @@ DOCKER_VARIABLES = (
 )
 NAME_SCENARIO_CHARACTERS = 64  # restore-tests-<run id>-<scenario>-<suffix> stays under 128
 POLL_SECONDS = 0.1
+READY_ATTEMPT_SECONDS = 10.0  # one try of a readiness command
+READY_POLL_SECONDS = 0.2
 DEADLINE_GRACE_SECONDS = 10.0  # past a command's time limit, in case `timeout` did not kill it
 EXIT_WAIT_SECONDS = 2.0  # the engine records an exit a moment after the output stream ends
 OOM_COUNTER_FILES = (
@@ -148,6 +150,8 @@ class SandboxSpec:
     read_only_mounts: dict[str, str] = field(default_factory=dict)  # host path -> container path
     scratch_bytes: int = 256 * 1024**2
     ttl: timedelta = DEFAULT_TTL
+    user: str | None = None  # the default user of every command (root when None)
+    environment: dict[str, str] = field(default_factory=dict)
 
     def labels(self) -> dict[str, str]:
         expires = datetime.now(UTC) + self.ttl
@@ -213,6 +217,33 @@ class Sandbox:
         return ExecResult(
             exit_code, stdout, stderr, seconds, limit, self.spec.memory_bytes, oom_killed
         )
+
+    def wait_ready(self, argv: list[str], timeout: float) -> None:
+        """Poll argv until it exits 0 (a server accepting queries); SandboxError after timeout,
+        with the command's last line and the container's last log lines."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            result = self.exec(argv, max(1.0, min(READY_ATTEMPT_SECONDS, left)))
+            if result.exit_code == 0:
+                return
+            if time.monotonic() >= deadline:
+                raise SandboxError(
+                    f"sandbox {self.name} was not ready within {seconds_text(int(timeout))}: "
+                    f"{argv[0]} exited {result.exit_code}: {result.last_line() or 'no output'}; "
+                    f"container log: {self.log_tail() or 'empty'}"
+                )
+            if execute.cancel_requested():
+                raise Interrupted()
+            time.sleep(READY_POLL_SECONDS)
+
+    def log_tail(self, lines: int = 5) -> str:
+        """The container's last log lines, as one bounded line."""
+        with engine_calls():
+            text = self.container.logs(tail=lines).decode("utf-8", errors="replace")
+        return printable(" | ".join(line.strip() for line in text.splitlines() if line.strip()))[
+            :300
+        ]
 
     def count_files(self, root: str, timeout: float) -> int:
         """Regular files below root, as seen inside the sandbox (CountFailed if they cannot be).
@@ -416,6 +447,21 @@ def _refuse_missing_timeout(image: str, exit_code: int, stdout: Output, stderr: 
         )
 
 
+class DockerSandboxes:
+    """The engine's sandboxes, as a scenario run uses them (in-process tests pass a fake)."""
+
+    def __init__(self, client: docker.DockerClient) -> None:
+        self.client = client
+
+    def check_image(self, image: str) -> None:
+        check_image(self.client, image)
+
+    def open(
+        self, spec: SandboxSpec, keep: bool, hand_off: Callable[[str], bool] | None
+    ) -> AbstractContextManager[Sandbox]:
+        return sandbox(self.client, spec, keep, hand_off)
+
+
 def check_image(client: docker.DockerClient, image: str) -> None:
     try:
         with engine_calls():
@@ -481,7 +527,9 @@ def _create_arguments(spec: SandboxSpec) -> dict[str, Any]:
         "pids_limit": spec.pids,
         "nano_cpus": int(spec.cpus * 1e9),
         "working_dir": SCRATCH_MOUNT,
+        "environment": spec.environment,
         "detach": True,
+        **({"user": spec.user} if spec.user else {}),
     }
 
 

@@ -8,33 +8,27 @@ Schema. Each restore kind contributes its own `verify` model from the runner reg
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
-    Discriminator,
     Field,
     PrivateAttr,
-    Tag,
     TypeAdapter,
     ValidationError,
     create_model,
-    model_validator,
 )
 
 from restore_tests.errors import Problem, ScenarioError
 from restore_tests.model import (
     Duration,
     Size,
-    SnapshotPath,
     StrictModel,
-    VariableName,
 )
+from restore_tests.sources.base import SourceSettings
 from restore_tests.yaml_documents import (
     AliasExpansion,
     ScenarioLoader,
@@ -46,6 +40,11 @@ from restore_tests.yaml_documents import (
 )
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
+# Fields that moved: the error says where they went.
+MOVED_FIELDS = {
+    "restic_verify": "moved: write `verify: true` in the source section (type: restic): restic "
+    "restore --verify belongs to the restic source"
+}
 NAME_MAX_LENGTH = 64
 # Fields that reference a secret: their values are never repeated in a message.
 SECRET_REFERENCES = ("password_env", "password_file", "password_command", "env_from")
@@ -69,112 +68,6 @@ SECRET_HINT = (
     "password_env: VARIABLE, password_file: PATH or password_command: [program, args...] "
     "(S3 credentials: env_from: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY])"
 )
-# restic repository locations that are not local paths (everything else is a local path).
-REMOTE_REPOSITORY = re.compile(r"^(s3|sftp|rest|b2|azure|gs|swift|rclone):")
-
-
-class SnapshotFilter(StrictModel):
-    """Pick the newest snapshot that matches every given filter."""
-
-    tags: list[str] = Field(
-        default_factory=list, description="Snapshot has all these tags.", examples=[["nightly"]]
-    )
-    host: str | None = Field(
-        None, description="Snapshot was taken on this host.", examples=["fs01"]
-    )
-    path: str | None = Field(
-        None, description="Snapshot includes this backed-up path.", examples=["/srv/share"]
-    )
-
-
-def _snapshot_branch(value: Any) -> str:
-    return "filter" if isinstance(value, dict) else "id"
-
-
-SnapshotSelector = Annotated[
-    Annotated[str, Tag("id")] | Annotated[SnapshotFilter, Tag("filter")],
-    Discriminator(_snapshot_branch),
-]
-
-
-class ResticSource(StrictModel):
-    """A restic repository on local disk or S3-compatible storage."""
-
-    type: Literal["restic"]
-    repository: str = Field(
-        description="Repository location: a local path (relative to the scenario file's folder) "
-        "or s3:http(s)://host[:port]/bucket/path.",
-        examples=["/srv/restic/share", "s3:https://s3.example.net/acme-backups/fileshare"],
-    )
-    password_env: VariableName | None = Field(
-        None,
-        description="Name of the environment variable holding the repository password.",
-        examples=["SHARE_RESTIC_PASSWORD"],
-    )
-    password_file: str | None = Field(
-        None,
-        description="File whose first line is the repository password (relative to the "
-        "scenario file's folder).",
-        examples=["/etc/restore-tests/share.pass"],
-    )
-    password_command: list[str] | None = Field(
-        None,
-        description="Program (argv list) that prints the password on stdout.",
-        examples=[["pass", "show", "backups/share"]],
-    )
-    env_from: list[VariableName] = Field(
-        default_factory=list,
-        description="Environment variables passed to restic only (S3 "
-        "credentials, for instance); never stored. For s3: repositories the standard AWS "
-        "variables are passed when set, without being listed.",
-        examples=[["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]],
-    )
-    snapshot: SnapshotSelector = Field(
-        "latest",
-        description="'latest', a snapshot id or id prefix, or a filter "
-        "{tags, host, path} (the newest match).",
-        examples=["latest", "4f2c1a9e", {"tags": ["nightly"], "host": "fs01"}],
-    )
-    include: list[SnapshotPath] = Field(
-        default_factory=list,
-        description="Restore only these paths of the snapshot (a sample), written as in the "
-        "snapshot, starting with /; `..` is not allowed.",
-        examples=[["/data/compta"]],
-    )
-    limit_download: Size | None = Field(
-        None,
-        description="Cap restic's download rate (bytes per second), so that a drill does not "
-        "saturate the link to production storage.",
-        examples=["50m"],
-    )
-    restic_binary: str | None = Field(
-        None,
-        description="restic program to use (else $RESTIC_BINARY, else restic on PATH).",
-        examples=["/usr/local/bin/restic-0.18"],
-    )
-
-    @model_validator(mode="after")
-    def _one_password_reference(self) -> ResticSource:
-        given = [
-            name
-            for name in ("password_env", "password_file", "password_command")
-            if getattr(self, name) is not None
-        ]
-        if len(given) != 1:
-            raise ValueError(
-                "give exactly one of password_env, password_file, password_command"
-                + (f" (got {', '.join(given)})" if given else "")
-            )
-        if self.password_command is not None and not self.password_command:
-            raise ValueError("password_command needs a program")
-        return self
-
-    @property
-    def is_local(self) -> bool:
-        return not REMOTE_REPOSITORY.match(self.repository)
-
-
-Source = Annotated[ResticSource, Field(discriminator="type")]
 
 
 class Objectives(StrictModel):
@@ -231,7 +124,9 @@ class ScenarioBase(StrictModel):
         description="Labels to select scenarios with --tag.",
         examples=[["quarterly", "client-acme"]],
     )
-    source: Source
+    source: SourceSettings = Field(
+        description="Where the backup comes from; `type` decides the other fields."
+    )
     objectives: Objectives = Field(default_factory=lambda: Objectives())
     sandbox: SandboxSettings = Field(default_factory=lambda: SandboxSettings())
 
@@ -260,33 +155,40 @@ Scenario = ScenarioBase  # a scenario of any kind; runners narrow `verify`
 
 
 def scenario_model(kind: str) -> type[ScenarioBase]:
-    """The model of one kind: the common fields plus the runner's own verify section."""
+    """The model of one kind: the common fields, the runner's own verify section, and the
+    union of every registered source's settings (discriminated by `type`)."""
+    from restore_tests.sources import SOURCES
     from runners import RUNNERS
 
     runner = RUNNERS[kind]
-    return _scenario_model_cache.setdefault(
-        kind,
-        create_model(
+    key = (kind, runner, *SOURCES.values())
+    if key not in _scenario_model_cache:
+        _scenario_model_cache[key] = create_model(
             f"{runner.__name__.removesuffix('Runner')}Scenario",
             __base__=ScenarioBase,
             __doc__=runner.__doc__,
             kind=(Literal[kind], Field(description="What is restored.")),  # type: ignore[arg-type]
+            source=(_union([source.settings_model for source in SOURCES.values()], "type"), ...),
             verify=(runner.verify_model, Field(description="Checks run on the restored data.")),
-        ),
-    )
+        )
+    return _scenario_model_cache[key]
 
 
-_scenario_model_cache: dict[str, type[ScenarioBase]] = {}
+_scenario_model_cache: dict[tuple[Any, ...], type[ScenarioBase]] = {}
+
+
+def _union(models: list[Any], discriminator: str) -> Any:
+    """One model, or a union of them told apart by the discriminator field."""
+    if len(models) == 1:
+        return models[0]
+    return Annotated[Union[tuple(models)], Field(discriminator=discriminator)]  # noqa: UP007
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema of one scenario document, every kind included."""
+    """JSON Schema of one scenario document, every kind and every source included."""
     from runners import RUNNERS
 
-    models = tuple(scenario_model(kind) for kind in RUNNERS)
-    union: Any = (
-        models[0] if len(models) == 1 else Annotated[models, Field(discriminator="kind")]
-    )  # pragma: no cover - one kind today
+    union = _union([scenario_model(kind) for kind in RUNNERS], "kind")
     schema = TypeAdapter(union).json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "restore-tests scenario"
@@ -448,7 +350,7 @@ def _message(item: Any, data: Any, at: tuple[Any, ...]) -> str:
     if kind == "missing":
         return "required field is missing"
     if kind == "extra_forbidden":
-        return "unknown field"
+        return MOVED_FIELDS.get(at[-1] if at else "", "unknown field")
     message = str(item["msg"])
     if kind == "string_type" and isinstance(item.get("input"), (int, float)):
         if _references_a_secret(at):
@@ -473,25 +375,12 @@ def _content_hash(data: Any) -> str:
 
 
 def resolve_paths(scenario: ScenarioBase) -> ScenarioBase:
-    """Relative local paths resolve against the scenario file's folder, not the cwd."""
-    folder = scenario.origin.folder
-    source = scenario.source
-    changes: dict[str, Any] = {}
-    if source.is_local:
-        prefix = "local:" if source.repository.startswith("local:") else ""
-        location = Path(source.repository.removeprefix(prefix)).expanduser()
-        changes["repository"] = prefix + os.path.normpath(folder / location)
-    if source.password_file:
-        changes["password_file"] = os.path.normpath(
-            folder / Path(source.password_file).expanduser()
-        )
-    if source.restic_binary and "/" in source.restic_binary:
-        changes["restic_binary"] = os.path.normpath(
-            folder / Path(source.restic_binary).expanduser()
-        )
-    if not changes:
+    """Relative local paths resolve against the scenario file's folder, not the cwd (each
+    source knows which of its fields are paths)."""
+    source = scenario.source.resolved(scenario.origin.folder)
+    if source is scenario.source:
         return scenario
-    resolved = scenario.model_copy(update={"source": source.model_copy(update=changes)})
+    resolved = scenario.model_copy(update={"source": source})
     resolved._origin = scenario._origin
     return resolved
 

@@ -1,24 +1,30 @@
-"""The Runner interface and the steps every kind shares."""
+"""The Runner interface (one restore kind) and the steps every kind shares.
+
+A runner never asks which source fed it: it gets the restore point and the staged data. It
+declares what its sandbox needs, loads the data in the sandbox if the kind needs it (a database
+import), and verifies it.
+"""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from restore_tests.model import StrictModel
 from restore_tests.restored import RestoredTree
 from restore_tests.results import Check
 from restore_tests.sandbox import RESTORE_MOUNT, CountFailed, Sandbox
-from restore_tests.scenario import ScenarioBase
-from restore_tests.sources.restic import Snapshot
-from restore_tests.sources.restic_output import RestoreOutcome
+from restore_tests.sources.base import RestorePoint
+
+if TYPE_CHECKING:  # scenario.py builds each kind's model from this registry
+    from restore_tests.scenario import ScenarioBase
 
 DEFAULT_IMAGE = "restore-tests/sandbox:bookworm"
-FIRST_NAMES = 5
 COUNT_TIMEOUT_SECONDS = 600.0
 
 
@@ -27,9 +33,8 @@ class RunContext:
     """Everything a runner sees of one scenario run."""
 
     scenario: ScenarioBase
-    restore_root: Path  # the snapshot's paths restored below this folder
-    snapshot: Snapshot
-    restore_outcome: RestoreOutcome
+    data_root: Path  # the restored data: the snapshot's or archive's paths below this folder
+    restore_point: RestorePoint
     sandbox: Sandbox
     progress: Callable[[str], None]
     tree: RestoredTree  # the restored tree, walked once (contained lookups, safe to open)
@@ -43,15 +48,26 @@ class RunContext:
         return self.scenario.verify  # type: ignore[attr-defined]
 
 
+@dataclass(frozen=True)
+class SandboxNeeds:
+    """What a kind needs from its sandbox, beyond the scenario's own limits."""
+
+    scratch_bytes: int = 256 * 1024**2  # writable tmpfs at /scratch (a database's files)
+    user: str | None = None  # "UID:GID" or a name known to the image; root otherwise
+    environment: dict[str, str] = field(default_factory=dict)
+    ready_command: list[str] | None = None  # polled until it exits 0 (a server up)
+    ready_timeout: float = 60.0
+
+
 class Runner(ABC):
-    """One restore kind: its verify section, its sandbox image, its checks."""
+    """One restore kind: its verify section, its sandbox, its checks."""
 
     kind: ClassVar[str]
     verify_model: ClassVar[type[StrictModel]]
     default_image: ClassVar[str] = DEFAULT_IMAGE
 
-    def wants_restic_verify(self, scenario: ScenarioBase) -> bool:
-        return False
+    def sandbox_needs(self, scenario: ScenarioBase) -> SandboxNeeds:
+        return SandboxNeeds()
 
     def load(self, context: RunContext) -> list[Check]:
         """Kind-specific loading inside the sandbox (a database import); nothing by default."""
@@ -61,6 +77,11 @@ class Runner(ABC):
     def verify(self, context: RunContext) -> list[Check]:
         """The kind's checks on the restored data."""
 
+    def data_time(self, context: RunContext) -> datetime | None:
+        """The time of the newest data inside the restored content (a database's newest row),
+        when the kind can tell: the RPO then also holds for the content. None by default."""
+        return None
+
 
 def timed(check: Callable[..., Check], *arguments: Any) -> Check:
     """Run a check function and record how long it took."""
@@ -68,30 +89,6 @@ def timed(check: Callable[..., Check], *arguments: Any) -> Check:
     result = check(*arguments)
     result.seconds = time.monotonic() - started
     return result
-
-
-def name_list(names: list[str], limit: int = FIRST_NAMES, total: int | None = None) -> str:
-    """'a, b, c' or 'a, b, c, ... (+12 more)'; total when names holds only the first few."""
-    shown = ", ".join(names[:limit])
-    more = (len(names) if total is None else total) - min(limit, len(names))
-    return shown + (f", ... (+{more:,} more)" if more > 0 else "")
-
-
-def restore_check(outcome: RestoreOutcome, snapshot: Snapshot) -> Check:
-    """restic's own word on the restore: files it could not restore are a failure."""
-    if not outcome.damaged:
-        return Check.passed("restic restore", observed="no errors")
-    paths = sorted(outcome.damaged)  # the first few restic named, in the order it met them
-    count = max(outcome.damaged_count, len(paths))
-    counted = f"{count:,}" if outcome.damaged_count_exact else f"at least {count:,}"
-    return Check.failed(
-        "restic restore",
-        f"restic could not restore {counted} file{'s' if count != 1 else ''} "
-        f"(damaged data): {name_list(paths, total=count)} (snapshot {snapshot.short_id})",
-        expected="no errors",
-        observed=f"{counted} damaged",
-        detail=f"first error: {outcome.damaged[paths[0]]}",
-    )
 
 
 def sandbox_command_checks(

@@ -9,15 +9,12 @@ from pydantic import Field, field_validator
 
 from restore_tests import checksums
 from restore_tests.model import Size, SnapshotPath, StrictModel, snapshot_path
-from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree, read_bounded
-from restore_tests.results import Check
-from restore_tests.scenario import ScenarioBase
+from restore_tests.restored import DIRECTORY, MISSING, REGULAR, read_bounded
+from restore_tests.results import Check, name_list
 from restore_tests.timing import format_size
 from runners.base import (
     RunContext,
     Runner,
-    name_list,
-    restore_check,
     sandbox_command_checks,
     sandbox_count_check,
     timed,
@@ -64,11 +61,6 @@ class FilesVerify(StrictModel):
             }
         ],
     )
-    restic_verify: bool = Field(
-        False,
-        description="Also run restic restore --verify (restic "
-        "re-reads every restored file against the repository).",
-    )
     expect: Expect = Field(default_factory=lambda: Expect())
 
     @field_validator("checksums")
@@ -92,19 +84,11 @@ class FilesRunner(Runner):
     kind: ClassVar[str] = "files"
     verify_model = FilesVerify
 
-    def wants_restic_verify(self, scenario: ScenarioBase) -> bool:
-        return bool(scenario.verify.restic_verify)  # type: ignore[attr-defined]
-
     def verify(self, context: RunContext) -> list[Check]:
         verify: FilesVerify = context.verify
         tree = context.tree
         context.files, context.bytes = tree.file_count, tree.bytes
-        checks = [
-            restore_check(context.restore_outcome, context.snapshot),
-            _restored_something(context),
-        ]
-        if verify.restic_verify and not context.restore_outcome.damaged:
-            checks.append(_restic_verify_check(tree))
+        checks: list[Check] = []
         if verify.manifest:
             context.progress(f"hashing the files of {verify.manifest}")
             checks.append(timed(self._manifest_check, context, verify.manifest))
@@ -129,7 +113,7 @@ class FilesRunner(Runner):
             return Check.failed(
                 name,
                 f"manifest {manifest} is not in the restored data "
-                f"(snapshot {context.snapshot.short_id} holds "
+                f"({context.restore_point.shown} holds "
                 f"{name_list(top) or 'nothing'})",
             )
         if found.kind != REGULAR:
@@ -207,38 +191,6 @@ class FilesRunner(Runner):
         return checks
 
 
-def _restored_something(context: RunContext) -> Check:
-    """A restore that produced no file proves nothing, whatever else passes (an include typo)."""
-    tree = context.tree
-    if tree.file_count:
-        return Check.passed(
-            "restored files",
-            observed=f"{tree.file_count:,} files, {format_size(tree.bytes)}",
-        )
-    include = context.scenario.source.include
-    matched = f"; include {', '.join(include)} matched nothing" if include else ""
-    return Check.failed(
-        "restored files",
-        f"the restore produced no files (snapshot {context.snapshot.short_id}{matched})",
-        expected="at least 1 file",
-        observed="0 files",
-    )
-
-
-def _restic_verify_check(tree: RestoredTree) -> Check:
-    """restic re-read what it wrote: a proof only when it wrote at least one byte."""
-    if tree.bytes == 0:
-        return Check.passed(
-            "restic --verify", observed="nothing restored to compare", proves_data=False
-        )
-    return Check.passed(
-        "restic --verify",
-        proves_data=True,
-        observed=f"{tree.file_count:,} restored files ({format_size(tree.bytes)}) match "
-        "the repository",
-    )
-
-
 def _entry_path(folder: str, entry: str) -> str:
     """A manifest entry as a path of the tree; `..` is left to the tree's resolver, which knows
     whether the folder before it is a link (lexical normalisation would not)."""
@@ -282,7 +234,7 @@ def _hash_check(
         parts.append(
             f"{len(result.unreadable)} not readable as files: {name_list(result.unreadable)}"
         )
-    reason = "; ".join(parts) + f" (snapshot {context.snapshot.short_id})"
+    reason = "; ".join(parts) + f" ({context.restore_point.shown})"
     return Check.failed(name, reason, detail=detail, **fields)
 
 

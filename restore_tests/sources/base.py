@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from restore_tests.model import StrictModel
 from restore_tests.results import Check
@@ -44,6 +44,12 @@ class RestorePoint:
     time_basis: str  # SNAPSHOT_TIME, OBJECT_LAST_MODIFIED or FILE_MTIME
     size_bytes: int | None = None  # bytes the fetch will write to disk, when known
     description: str = ""  # for progress: "snapshot 1a2b3c4d (2026-11-23 03:00 UTC)"
+    label: str = ""  # in a reason: "snapshot 1a2b3c4d", "object nightly/erp.tar.zst"
+
+    @property
+    def shown(self) -> str:
+        """How a reason names the restore point."""
+        return self.label or self.short_id
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Fetched:
 
     root: Path  # the folder holding the restored data (request.target, or read in place)
     checks: list[Check] = field(default_factory=list)
+    empty_reason: str = ""  # what it means when nothing was fetched ("include X matched nothing")
 
 
 class Source(ABC):
@@ -71,6 +78,11 @@ class Source(ABC):
 
     name: ClassVar[str]  # the scenario's source.type
     settings_model: ClassVar[type[SourceSettings]]
+
+    @abstractmethod
+    def __init__(self, settings: Any, scratch: Path, no_cache: bool = False) -> None:
+        """settings: this source's settings model; scratch: a private folder for the source's
+        own files (a cache, a download); no_cache: the user asked for no cache (--no-cache)."""
 
     @property
     @abstractmethod

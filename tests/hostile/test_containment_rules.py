@@ -13,10 +13,10 @@ import pytest
 from restore_tests.errors import EnvironmentUnusable
 from restore_tests.restored import DIRECTORY, MISSING, OUTSIDE, REGULAR, read_bounded, walk
 from restore_tests.results import Check, ScenarioResult
-from restore_tests.sources.restic import Snapshot
+from restore_tests.sources.restic import restore_errors_check
+from restore_tests.sources.restic_cli import Snapshot
 from restore_tests.sources.restic_output import RestoreOutcome
 from restore_tests.staging import create_staging, prepare_work_dir
-from runners.base import restore_check
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="device nodes need root")
 
@@ -161,7 +161,7 @@ def test_restics_damage_count_is_exact_although_only_the_first_paths_are_kept():
         outcome.add_damage(f"/data/file-{index:03}", "ciphertext verification failed")
     snapshot = Snapshot("ab" * 32, datetime(2026, 12, 1, tzinfo=UTC), "fs01", (), (), None)
 
-    check = restore_check(outcome, snapshot)
+    check = restore_errors_check(outcome, snapshot)
 
     assert len(outcome.damaged) == 100
     assert check.reason == (

@@ -127,7 +127,7 @@ def test_a_history_locked_for_the_rest_of_the_run_keeps_the_verdict_and_exits_3(
 ):
     scenario = write_scenario(tmp_path, "share", str(repository.path))
     check = RunningCli("check", str(scenario), "--db", history_url, env=environment(repository))
-    check.wait_for(check.stderr, "share: restoring snapshot")  # the drill row is written
+    check.wait_for(check.stderr, "share: fetching snapshot")  # the drill row is written
     with locked(history_url):
         returncode = check.finish()
     [drill] = HistoryStore(history_url).drills()
@@ -156,7 +156,7 @@ def test_a_result_the_history_could_not_record_is_counted_in_the_drill_row_and_j
     check = RunningCli(
         "check", str(scenario), "--db", history_url, "--json", env=environment(repository)
     )
-    check.wait_for(check.stderr, "share: restoring snapshot")
+    check.wait_for(check.stderr, "share: fetching snapshot")
     with locked(history_url):
         check.wait_for(check.stderr, "could not record the result of share")
     returncode = check.finish()  # the lock is gone: the drill's end is recorded
@@ -185,7 +185,7 @@ def test_ctrl_c_while_a_locked_history_is_retried_exits_130_with_the_verdict_pri
 ):
     scenario = write_scenario(tmp_path, "share", str(repository.path))
     check = RunningCli("check", str(scenario), "--db", history_url, env=environment(repository))
-    check.wait_for(check.stderr, "share: restoring snapshot")
+    check.wait_for(check.stderr, "share: fetching snapshot")
     with locked(history_url):
         check.wait_for(check.stdout, "PASS  share  RTO ")  # then its write waits for the lock
         check.process.send_signal(signal.SIGINT)
@@ -245,7 +245,7 @@ def test_the_verdict_line_comes_before_the_history_is_touched(repository, tmp_pa
     """Seen from outside: the PASS line is on stdout while the history is still locked."""
     scenario = write_scenario(tmp_path, "share", str(repository.path))
     check = RunningCli("check", str(scenario), "--db", history_url, env=environment(repository))
-    check.wait_for(check.stderr, "share: restoring snapshot")
+    check.wait_for(check.stderr, "share: fetching snapshot")
     with locked(history_url):
         verdict = check.wait_for(check.stdout, "share")
         assert check.process.poll() is None  # still trying to record it

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from restore_tests.errors import DamagedBackup, HostError
-from restore_tests.scenario import ResticSource
-from restore_tests.sources.restic import Restic
+from restore_tests.sources.restic import ResticSettings
+from restore_tests.sources.restic_cli import Restic
 from restore_tests.sources.restic_output import REASON_LIMIT
 from tests.conftest import (
     PASSWORD,
@@ -41,7 +41,7 @@ SMALL_DISK_SIZE = "4m"  # smaller than blob-0.bin (9 MiB)
 def source(repository: Repository, monkeypatch: pytest.MonkeyPatch) -> Restic:
     monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
     monkeypatch.setenv("RESTIC_BINARY", repository.binary)
-    settings = ResticSource(
+    settings = ResticSettings(
         type="restic", repository=str(repository.path), password_env=PASSWORD_VARIABLE
     )
     return Restic(settings, cache_dir=None)

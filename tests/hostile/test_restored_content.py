@@ -101,8 +101,8 @@ def test_restic_verify_alone_does_not_pass_when_an_include_restores_nothing(
         tmp_path,
         "typo",
         str(hostile_backup.repository),
-        source_extra=f"  include: [{missing}]\n",
-        verify="  restic_verify: true\n",
+        source_extra=f"  include: [{missing}]\n  verify: true\n",
+        verify="  {}\n",
     )
 
     result = check(hostile_backup, scenario, history_url)
@@ -116,6 +116,7 @@ def test_restic_verify_alone_does_not_pass_when_an_include_restores_nothing(
     )
     verify_check = next(c for c in record["checks"] if c["name"] == "restic --verify")
     assert verify_check["proves_data"] is False
+    assert verify_check["observed"].endswith("(nothing restored: it proves nothing)")
     [row] = history_rows(history_url)
     assert row["status"] == "fail" and row["reason"] == record["reason"]
     assert_no_leftovers()
@@ -128,8 +129,8 @@ def test_restic_verify_alone_proves_data_when_bytes_were_restored(
         tmp_path,
         "verified",
         str(hostile_backup.repository),
-        source_extra=f"  include: [{snapshot_path(hostile_backup, '/compta')}]\n",
-        verify="  restic_verify: true\n",
+        source_extra=f"  include: [{snapshot_path(hostile_backup, '/compta')}]\n  verify: true\n",
+        verify="  {}\n",
     )
 
     result = check(hostile_backup, scenario, history_url)
@@ -138,7 +139,9 @@ def test_restic_verify_alone_proves_data_when_bytes_were_restored(
     record = only_result(result.stdout)
     verify_check = next(c for c in record["checks"] if c["name"] == "restic --verify")
     assert verify_check["proves_data"] is True
-    assert verify_check["observed"].startswith("2 restored files (")
+    assert verify_check["observed"] == (
+        "restic re-read every restored file: it matches the repository"
+    )
     assert_no_leftovers()
 
 

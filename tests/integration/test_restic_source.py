@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from restore_tests.errors import SourceError
-from restore_tests.scenario import ResticSource, SnapshotFilter
-from restore_tests.sources.restic import Restic
+from restore_tests.sources.restic import ResticSettings, SnapshotFilter
+from restore_tests.sources.restic_cli import Restic
 from tests.conftest import (
     PASSWORD,
     PASSWORD_VARIABLE,
@@ -35,7 +35,7 @@ def make_restic(repository: Repository, monkeypatch: pytest.MonkeyPatch) -> Make
 
     def make(**password: object) -> Restic:
         reference = password or {"password_env": PASSWORD_VARIABLE}
-        source = ResticSource(type="restic", repository=str(repository.path), **reference)
+        source = ResticSettings(type="restic", repository=str(repository.path), **reference)
         return Restic(source, cache_dir=None)
 
     return make

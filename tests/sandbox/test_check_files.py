@@ -56,7 +56,7 @@ def test_a_healthy_backup_passes_with_rto_rpo_and_counts(repository, tmp_path, h
     line = result.stdout.splitlines()[0]
     assert line.startswith("PASS  share  RTO ")
     assert " / 15m  RPO " in line and " / 26h  " in line and "files," in line
-    assert "restoring snapshot" in result.stderr  # progress is shown
+    assert "fetching snapshot" in result.stderr  # progress is shown
     [row] = history_rows(history_url)
     assert row["status"] == "pass" and row["snapshot_id"] == repository.snapshot_id
     checks = {check["name"]: check for check in row["checks"]}

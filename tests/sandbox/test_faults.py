@@ -131,7 +131,7 @@ def interrupt_during_restore(repository, tmp_path, history_url, command: str, si
     )
     assert process.stderr is not None
     for line in process.stderr:
-        if "restoring snapshot" in line:
+        if "fetching snapshot" in line:
             break
     time.sleep(1.0)
     process.send_signal(signum)

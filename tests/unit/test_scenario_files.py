@@ -11,11 +11,11 @@ from restore_tests.errors import Problem, ScenarioError
 from restore_tests.model import NOT_A_VARIABLE_NAME
 from restore_tests.scenario import (
     SECRET_HINT,
-    SnapshotFilter,
     find_scenarios,
     load_file,
     load_paths,
 )
+from restore_tests.sources.restic import SnapshotFilter
 from runners import RUNNERS
 
 KNOWN_KINDS = ", ".join(RUNNERS)
@@ -681,3 +681,19 @@ def test_find_scenarios_reports_a_name_defined_in_two_files_as_a_duplicate(tmp_p
 
     with pytest.raises(ScenarioError, match="duplicate scenario name 'share'"):
         find_scenarios(["share"], tmp_path)
+
+
+def test_restic_verify_under_verify_says_where_it_moved(tmp_path: Path) -> None:
+    text = MINIMAL.format(name="share") + "  restic_verify: true\n"
+    path = tmp_path / "share.yaml"
+    path.write_text(text)
+
+    with pytest.raises(ScenarioError) as raised:
+        load_file(path)
+
+    [problem] = raised.value.problems
+    assert (problem.field, problem.message) == (
+        "verify.restic_verify",
+        "moved: write `verify: true` in the source section (type: restic): restic restore "
+        "--verify belongs to the restic source",
+    )

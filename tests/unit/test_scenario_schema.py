@@ -32,6 +32,7 @@ source:
     path: /srv/share
   include: [/data/compta]
   restic_binary: /usr/local/bin/restic-0.18
+  verify: true
 objectives:
   rto: 15m
   rpo: 26h
@@ -47,7 +48,6 @@ verify:
   manifest: /data/compta/SHA256SUMS
   checksums:
     /data/compta/ledger.xlsx: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
-  restic_verify: true
   expect:
     min_files: 1000
     min_bytes: 1g
@@ -83,7 +83,7 @@ def test_the_schema_documents_the_fields_with_their_descriptions() -> None:
     assert schema["properties"]["name"]["description"] == (
         "Unique name, used on the command line and in the history."
     )
-    assert definitions["ResticSource"]["properties"]["repository"]["description"].startswith(
+    assert definitions["ResticSettings"]["properties"]["repository"]["description"].startswith(
         "Repository location: a local path (relative to the scenario file's folder)"
     )
     assert definitions["Objectives"]["properties"]["rto"]["description"].startswith(

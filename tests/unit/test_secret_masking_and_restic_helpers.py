@@ -8,7 +8,7 @@ import pytest
 
 from restore_tests.errors import SourceError
 from restore_tests.execute import mask
-from restore_tests.sources.restic import display_location, parse_time
+from restore_tests.sources.restic_cli import display_location, parse_time
 from restore_tests.sources.restic_output import fitted, readable
 
 # -- masking ----------------------------------------------------------------------------------

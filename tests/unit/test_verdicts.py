@@ -8,8 +8,8 @@ from restore_tests.results import ERROR, FAIL, PASS, Check, ScenarioResult
 from restore_tests.timing import judge
 
 NO_PROOF = (
-    "no check proved the data: configure a manifest, checksums, restic_verify or an "
-    "expectation above zero"
+    "no check proved the data: configure a manifest, checksums, a source digest or verify, "
+    "or an expectation above zero"
 )
 
 

@@ -1,0 +1,161 @@
+"""The pipeline through its two interfaces, in-process: a fake source and a fake runner, no
+restic, no Docker. Each new kind or source can be tested at this level and end to end."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from restore_tests.pipeline import RunOptions, ScenarioRun, run_scenario
+from restore_tests.scenario import json_schema, load_file
+from restore_tests.sources import SOURCES
+from runners import RUNNERS
+from tests.conftest import remaining
+from tests.fakes import FakeRunner, FakeSandboxes, FakeSource
+
+pytestmark = pytest.mark.integration
+STEPS = ["preflight", "select", "space", "sandbox", "fetch", "load", "verify", "teardown"]
+
+
+@pytest.fixture
+def fake_registries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(SOURCES, FakeSource.name, FakeSource)
+    monkeypatch.setitem(RUNNERS, FakeRunner.kind, FakeRunner)
+
+
+def fake_scenario(folder: Path, **source: Any) -> Any:
+    document = {
+        "name": "fake-one",
+        "kind": "fake-kind",
+        "source": {"type": "fake", "files": {"a.txt": "hello", "sub/b.txt": "world"}, **source},
+        "objectives": {"rto": "15m", "rpo": "26h"},
+        "verify": {"expect_files": 2},
+    }
+    path = folder / "fake.yaml"
+    path.write_text(yaml.safe_dump(document))
+    [scenario] = load_file(path)
+    return scenario
+
+
+def run(scenario: Any, work: Path) -> tuple[ScenarioRun, FakeSandboxes]:
+    """One run through ScenarioRun's steps, as run_scenario does, keeping the run to inspect."""
+    sandboxes = FakeSandboxes()
+    scenario_run = ScenarioRun(scenario, RunOptions("20261201T000000Z-abcdef", work), sandboxes)
+    try:
+        scenario_run.steps()
+    finally:
+        with scenario_run.clock.phase("teardown"):
+            scenario_run.stack.close()
+    return scenario_run, sandboxes
+
+
+def test_the_steps_run_in_order_each_recorded_once_and_none_inside_another(
+    fake_registries, tmp_path
+):
+    scenario_run, _ = run(fake_scenario(tmp_path), tmp_path / "work")
+
+    spans = scenario_run.clock.spans
+    assert list(spans) == STEPS
+    for earlier, later in itertools.pairwise(STEPS):
+        assert spans[earlier][1] <= spans[later][0], f"{earlier} overlaps {later}"
+    result = scenario_run.result
+    assert (result.status, result.reason) == ("pass", "")
+    assert (result.snapshot_id, result.rpo.basis, result.rpo.status) == (
+        "fake-1",
+        "file_mtime",
+        "passed",
+    )
+    assert [check.name for check in result.checks] == [
+        "fake digest",
+        "restored files",
+        "fake load",
+        "fake count",
+    ]
+
+
+def test_the_runner_declares_its_sandbox_and_readiness_is_awaited_before_the_fetch(
+    fake_registries, tmp_path
+):
+    _, sandboxes = run(fake_scenario(tmp_path), tmp_path / "work")
+
+    [box] = sandboxes.opened
+    assert (box.spec.user, box.spec.environment) == ("999:999", {"FAKE": "1"})
+    assert box.readiness == [(["ready"], 60.0)]
+    assert list(box.spec.read_only_mounts.values()) == ["/restore"]
+
+
+def test_waiting_for_disk_space_is_not_counted_in_the_measured_rto(fake_registries, tmp_path):
+    scenario_run, _ = run(fake_scenario(tmp_path, space_seconds=0.5), tmp_path / "work")
+
+    spans = scenario_run.clock.spans
+    assert spans["space"][1] - spans["space"][0] >= 0.5
+    assert scenario_run.result.rto.measured_seconds is not None
+    assert scenario_run.result.rto.measured_seconds < 0.5
+    assert scenario_run.result.rto.measured_seconds == pytest.approx(
+        spans["verify"][1] - spans["sandbox"][0]
+    )
+
+
+def test_a_sources_proof_over_an_empty_fetch_proves_nothing_and_the_run_fails(
+    fake_registries, tmp_path
+):
+    scenario = fake_scenario(tmp_path, files={})
+
+    result = run_scenario(
+        scenario, RunOptions("20261201T000000Z-abcdef", tmp_path / "work"), FakeSandboxes()
+    )
+
+    assert result.status == "fail"
+    assert result.reason.startswith("the restore produced no files (fake point fake-1)")
+    [digest] = [check for check in result.checks if check.name == "fake digest"]
+    assert digest.proves_data is False
+    assert digest.observed.endswith("(nothing restored: it proves nothing)")
+
+
+def test_a_source_that_cannot_be_reached_is_an_error_and_leaves_nothing(fake_registries, tmp_path):
+    work = tmp_path / "work"
+    scenario = fake_scenario(tmp_path, unreachable=True)
+
+    result = run_scenario(scenario, RunOptions("20261201T000000Z-abcdef", work), FakeSandboxes())
+
+    assert (result.status, result.reason) == (
+        "error",
+        "fake: cannot reach fake:here (the test said so)",
+    )
+    assert list(result.phases) == ["preflight", "teardown"]
+    assert remaining(work) == []
+
+
+def test_a_sources_own_failure_fails_the_scenario(fake_registries, tmp_path):
+    result = run_scenario(
+        fake_scenario(tmp_path, damaged=True),
+        RunOptions("20261201T000000Z-abcdef", tmp_path / "work"),
+        FakeSandboxes(),
+    )
+
+    assert (result.status, result.reason) == ("fail", "fake digest differs")
+
+
+def test_the_schema_holds_every_registered_source_and_kind(fake_registries):
+    jsonschema = pytest.importorskip("jsonschema")
+    validator = jsonschema.Draft202012Validator(json_schema())
+    fake = {"name": "a", "kind": "fake-kind", "source": {"type": "fake"}, "verify": {}}
+    files = {
+        "name": "b",
+        "kind": "files",
+        "source": {"type": "restic", "repository": "r", "password_env": "P"},
+        "verify": {"manifest": "/data/SHA256SUMS"},
+    }
+    mixed = {**files, "source": {"type": "fake"}}  # any source feeds any kind
+    wrong = {**fake, "source": {"type": "fake", "repository": "r"}}
+
+    assert [list(validator.iter_errors(document)) for document in (fake, files, mixed)] == [
+        [],
+        [],
+        [],
+    ]
+    assert list(validator.iter_errors(wrong)) != []
