@@ -127,6 +127,7 @@ class LocalSource(Source):
             size_bytes=status.st_size,
             description=f"file {path.name} ({when:%Y-%m-%d %H:%M} UTC, "
             f"{size_text(status.st_size)})",
+            label=f"file {path.name}",
         )
 
     def _chosen(self) -> tuple[Path, os.stat_result]:

@@ -1,0 +1,161 @@
+"""Plain backups end to end: archives and files from local disk and from S3-compatible storage,
+through `restore-tests check`, real tar/zstd, a real S3 server, real sandboxes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_no_leftovers, history_rows, run_cli
+
+pytestmark = pytest.mark.sandbox
+
+
+def make_archive(folder: Path, name: str = "erp-2026-11-30.tar.gz") -> tuple[Path, str]:
+    """A real archive (tar + gzip/zstd by suffix) of data/compta with its manifest; its sha256."""
+    source = folder / "source"
+    compta = source / "data" / "compta"
+    compta.mkdir(parents=True)
+    lines = []
+    for index in range(12):
+        content = f"ledger line {index}\n".encode() * (index + 1)
+        (compta / f"doc-{index:02}.txt").write_bytes(content)
+        lines.append(f"{hashlib.sha256(content).hexdigest()}  doc-{index:02}.txt")
+    (compta / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+    archive = folder / "backups" / name
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    compress = ["--zstd"] if name.endswith(".zst") else ["-z"]
+    subprocess.run(["tar", *compress, "-cf", str(archive), "-C", str(source), "data"], check=True)
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def local_scenario(folder: Path, name: str, path: Path, source_extra: str = "") -> Path:
+    scenario = folder / f"{name}.yaml"
+    scenario.write_text(
+        f"name: {name}\nkind: files\nsource:\n  type: local\n  path: {path}\n{source_extra}"
+        "objectives: {rto: 15m, rpo: 26h}\n"
+        "verify:\n  manifest: /data/compta/SHA256SUMS\n  expect: {min_files: 12}\n"
+    )
+    return scenario
+
+
+def check(scenario: Path, history_url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return run_cli("check", str(scenario), "--db", history_url, "--json", env=env)  # type: ignore[return-value]
+
+
+def only(output: str) -> dict[str, object]:
+    [result] = json.loads(output)["results"]
+    return result
+
+
+def test_a_local_archive_with_a_sidecar_digest_is_unpacked_verified_and_passes(
+    tmp_path, history_url
+):
+    archive, digest = make_archive(tmp_path)
+    archive.with_name(archive.name + ".sha256").write_text(f"{digest}  {archive.name}\n")
+    scenario = local_scenario(
+        tmp_path, "nas-export", archive.parent, "  pattern: 'erp-*.tar.gz'\n  digest: sidecar\n"
+    )
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert (record["status"], record["snapshot_id"], record["rpo_basis"]) == (
+        "pass",
+        str(archive),
+        "file_mtime",
+    )
+    names = {check["name"]: check for check in record["checks"]}
+    assert names["digest"]["status"] == "passed" and names["digest"]["proves_data"] is True
+    assert names["manifest /data/compta/SHA256SUMS"]["observed"] == "12 match"
+    [row] = history_rows(history_url)
+    assert (row["status"], row["snapshot_id"]) == ("pass", str(archive))
+    assert_no_leftovers()
+
+
+def test_a_local_archive_whose_digest_differs_fails_with_both_digests(tmp_path, history_url):
+    archive, digest = make_archive(tmp_path)
+    wrong = "0" * 64
+    scenario = local_scenario(tmp_path, "nas-export", archive, f"  digest: 'sha256:{wrong}'\n")
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert record["status"] == "fail"
+    assert record["reason"] == (
+        f"digest of {archive} differs: expected {wrong[:8]}..., got {digest[:8]}..."
+    )
+    assert history_rows(history_url)[0]["reason"] == record["reason"]
+    assert_no_leftovers()
+
+
+def test_a_local_path_that_does_not_exist_is_an_error(tmp_path, history_url):
+    missing = tmp_path / "nowhere"
+    scenario = local_scenario(tmp_path, "nas-export", missing)
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert (record["status"], record["reason"]) == ("error", f"local path {missing} does not exist")
+    assert history_rows(history_url)[0]["status"] == "error"
+    assert_no_leftovers()
+
+
+def test_a_local_archive_with_an_entry_leaving_the_folder_fails_and_writes_nothing_outside(
+    tmp_path, history_url
+):
+    archive = tmp_path / "backups" / "evil.tar"
+    archive.parent.mkdir()
+    payload = tmp_path / "payload.txt"
+    payload.write_text("escaped\n")
+    with tarfile.open(archive, "w") as tar:
+        tar.add(payload, arcname="data/ok.txt")
+        tar.add(payload, arcname="../../escaped.txt")
+    scenario = local_scenario(tmp_path, "evil", archive)
+    work = Path(os.environ["RESTORE_TESTS_WORK_DIR"])
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert record["status"] == "fail"
+    assert record["reason"].startswith(
+        "archive evil.tar holds 1 entry that would leave the restore folder or is not a plain "
+        "file: ../../escaped.txt (leads outside); "
+    )
+    assert not (work / "escaped.txt").exists() and not (work.parent / "escaped.txt").exists()
+    assert_no_leftovers()
+
+
+def test_a_single_local_file_is_read_in_place_without_a_copy(tmp_path, history_url):
+    dump = tmp_path / "dumps" / "crm.sqlite3"
+    dump.parent.mkdir()
+    dump.write_bytes(b"SQLite format 3\x00" + bytes(4096))
+    digest = hashlib.sha256(dump.read_bytes()).hexdigest()
+    scenario = tmp_path / "crm.yaml"
+    scenario.write_text(
+        f"name: crm\nkind: files\nsource:\n  type: local\n  path: {dump}\n  unpack: none\n"
+        f"objectives: {{rpo: 26h}}\nverify:\n  checksums: {{/crm.sqlite3: {digest}}}\n"
+    )
+    before = time.time()
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = only(result.stdout)
+    [checksums] = [check for check in record["checks"] if check["name"] == "checksums"]
+    assert (checksums["status"], checksums["proves_data"]) == ("passed", True)
+    assert record["snapshot_id"] == str(dump)
+    assert dump.stat().st_nlink == 1  # the hard link in staging is gone with staging
+    assert dump.stat().st_mtime < before
+    assert_no_leftovers()
