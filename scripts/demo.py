@@ -2,7 +2,8 @@
 
 Run by scripts/demo.sh after setup. Makes demo-work/ (ignored by git): deterministic sample data
 with a sha256sum manifest, a local restic repository holding one fresh snapshot of it, a copy
-with bit rot in a data pack, and a copy served over S3 by `rclone serve s3` on 127.0.0.1:9100.
+with bit rot in a data pack, a copy served over S3 by `rclone serve s3` on 127.0.0.1:9100, and a
+plain tar.zst export of the data on a "NAS" folder and in a bucket.
 Then runs `restore-tests drill scenarios/` and prints the RTO history. Exits 0 when every demo
 scenario got the verdict it was built to get.
 """
@@ -28,6 +29,8 @@ S3_KEY, S3_SECRET = "demo-access-key", "demo-secret-key"
 EXPECTED = {
     "demo-share": ("pass", ""),
     "demo-share-s3": ("pass", ""),
+    "demo-nas-archive": ("pass", ""),
+    "demo-s3-archive": ("pass", ""),
     "demo-share-tight-rto": ("fail", "exceeds target 0.2s"),
     "demo-share-damaged": ("fail", "damaged data"),
 }
@@ -117,6 +120,23 @@ def prepare() -> None:
     pack = flip_bytes_in_largest_pack(damaged)
     say(f"flipped 8 bytes in data pack {pack.name[:12]}... of the copy {damaged.name}")
     shutil.copytree(share, WORK / "s3" / "demo-backups" / "share")
+    export_archives(data)
+
+
+def export_archives(data: Path) -> None:
+    """The same share as a plain nightly archive (tar + zstd) with a sha256sum sidecar, as a cron
+    job would leave it on a NAS and upload it to a bucket: no restic involved."""
+    name = f"share-{time.strftime('%Y-%m-%d')}.tar.zst"
+    for folder in (WORK / "nas", WORK / "s3" / "demo-exports" / "nightly"):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        archive = folder / name
+        subprocess.run(["tar", "--zstd", "-cf", str(archive), "-C", str(data), "share"], check=True)
+        digest = subprocess.run(
+            ["sha256sum", name], cwd=folder, check=True, capture_output=True, text=True
+        ).stdout
+        (folder / f"{name}.sha256").write_text(digest)
+    say(f"exported {name} (tar + zstd, with a .sha256 sidecar) to {WORK / 'nas'} and to S3")
 
 
 def rclone() -> str:
@@ -207,8 +227,8 @@ def check(results: dict[str, dict[str, object]]) -> int:
             print(f"  {line}")
         return 1
     say(
-        "every demo scenario got its expected verdict: 2 PASS, a too-tight RTO FAIL, "
-        "a damaged pack FAIL"
+        "every demo scenario got its expected verdict: 4 PASS (restic local and S3, a plain "
+        "archive on a NAS and on S3), a too-tight RTO FAIL, a damaged pack FAIL"
     )
     return 0
 
