@@ -55,8 +55,8 @@ REQUEST_ATTEMPTS = 3  # botocore's attempts at one request (standard retry mode)
 DOWNLOAD_ATTEMPTS = 3  # attempts at a part whose transfer is cut, resumed from the byte reached
 PART_BYTES = 8 * 1024**2
 PART_WORKERS = 4
-PARTS_AHEAD = PART_WORKERS + 1  # parts in flight or waiting to be read: the memory bound
-CHUNK_BYTES = 256 * 1024  # one read from the network, and a read of the whole rest
+PARTS_AHEAD = PART_WORKERS  # parts in flight or waiting to be read: the memory bound
+CHUNK_BYTES = 1024**2  # one read from the network (unpack reads as much at a time)
 WAIT_SLICE_SECONDS = 0.25  # how often a wait for a part looks at cancellation and the deadline
 CREDENTIAL_VARIABLES = {
     "AWS_ACCESS_KEY_ID": "aws_access_key_id",
@@ -578,7 +578,9 @@ class _Stopped(Exception):
 class ObjectDownload:
     """The bytes of one object, read in order from ranged parts that threads fetch ahead.
 
-    At most PARTS_AHEAD parts are in memory. A part whose transfer is cut is resumed from the
+    At most PARTS_AHEAD parts are fetched ahead of the one being read: memory is bounded by
+    (PARTS_AHEAD + 1) * PART_BYTES whatever the object's size. Chunks are handed over as they
+    came from the network, without a copy. A part whose transfer is cut is resumed from the
     byte reached, DOWNLOAD_ATTEMPTS times at most. Only the listed size is read: an object that
     ends before it is truncated (the byte count tells), one that grew is noted in server_size.
     """
@@ -601,11 +603,11 @@ class ObjectDownload:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(PART_WORKERS, thread_name_prefix="s3-part")
-        self._pending: deque[tuple[Future[bytearray], int]] = deque()  # with their length
+        self._pending: deque[tuple[Future[list[bytes]], int]] = deque()  # with their length
         self._next_start = 0
         self._requested = False
         self._ended = False
-        self._current = memoryview(b"")
+        self._current: deque[bytes] = deque()  # the current part's chunks not yet read
 
     def __enter__(self) -> ObjectDownload:
         return self
@@ -627,10 +629,13 @@ class ObjectDownload:
         """Up to size bytes (all that is left when size < 0); b"" at the end."""
         if size < 0:
             return b"".join(iter(lambda: self.read(CHUNK_BYTES), b""))
-        if not self._current and not self._next_part():
-            return b""
-        piece = bytes(self._current[:size])
-        self._current = self._current[len(piece) :]
+        while not self._current:
+            if not self._next_part():
+                return b""
+        piece = self._current.popleft()
+        if len(piece) > size:  # a chunk is handed over as it came, unless it is too large
+            piece, rest = piece[:size], piece[size:]
+            self._current.appendleft(rest)
         self.bytes_read += len(piece)
         return piece
 
@@ -642,15 +647,16 @@ class ObjectDownload:
             return False
         future, wanted = self._pending.popleft()
         part = self._wait(future)
-        if len(part) < wanted:  # the object ends inside this part: nothing comes after it
+        length = sum(len(chunk) for chunk in part)
+        if length < wanted:  # the object ends inside this part: nothing comes after it
             self._ended = True
             for later, _ in self._pending:
                 later.cancel()
             self._pending.clear()
         self._schedule()
-        self._current = memoryview(part)
-        self._progress(min(1.0, (self.bytes_read + len(part)) / max(1, self.found.size)))
-        return bool(part)
+        self._current.extend(part)
+        self._progress(min(1.0, (self.bytes_read + length) / max(1, self.found.size)))
+        return True
 
     def _schedule(self) -> None:
         """Keep PARTS_AHEAD parts in flight (one request even for an empty object)."""
@@ -662,23 +668,17 @@ class ObjectDownload:
             self._pending.append((self._executor.submit(self._part, start, end), end - start))
             self._next_start, self._requested = end, True
 
-    def _wait(self, future: Future[bytearray]) -> bytearray:
+    def _wait(self, future: Future[list[bytes]]) -> list[bytes]:
         while True:
             try:
                 return future.result(timeout=WAIT_SLICE_SECONDS)
             except TimeoutError:
                 self._check()
 
-    def _part(self, start: int, end: int) -> bytearray:
-        """Bytes start..end-1 of the object (fewer when it ends before): a worker's task."""
-        buffer = bytearray(end - start)
-        filled = 0
-        with memoryview(buffer) as view:
-            for chunk in self._chunks(start, end):
-                view[filled : filled + len(chunk)] = chunk
-                filled += len(chunk)
-        del buffer[filled:]
-        return buffer
+    def _part(self, start: int, end: int) -> list[bytes]:
+        """Bytes start..end-1 of the object (fewer when it ends before), as they came from the
+        network (no copy): a worker's task."""
+        return list(self._chunks(start, end))
 
     def _chunks(self, start: int, end: int) -> Iterator[bytes]:
         """The range's bytes as they arrive; a cut transfer resumes from the byte reached."""

@@ -543,7 +543,7 @@ def test_a_large_object_comes_in_parallel_ranged_parts_with_bounded_memory(
         tracemalloc.stop()
     assert [check.status for check in fetched.checks] == [CHECK_PASSED, CHECK_PASSED]
     assert counting.ranged_gets == 10  # 8 MiB parts
-    assert peak < 64 * MiB, f"peak {peak / MiB:.0f} MiB"
+    assert peak < 48 * MiB, f"peak {peak / MiB:.0f} MiB"  # 5 parts of 8 MiB at most
     assert sha256((folders[0] / "disk.raw").read_bytes()) == sha256(data)
 
 
@@ -643,7 +643,7 @@ def test_a_cancelled_download_is_interrupted(
     started = time.monotonic()
     with pytest.raises(Interrupted):
         fetch(source, point, folders, cancelled=lambda: time.monotonic() > cancel_at)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5
 
 
 def test_an_archive_unpacked_from_a_stream_drains_what_follows_it_into_the_digest(
