@@ -159,3 +159,85 @@ def test_a_single_local_file_is_read_in_place_without_a_copy(tmp_path, history_u
     assert dump.stat().st_nlink == 1  # the hard link in staging is gone with staging
     assert dump.stat().st_mtime < before
     assert_no_leftovers()
+
+
+def s3_scenario(folder: Path, name: str, endpoint: str, source_extra: str = "") -> Path:
+    scenario = folder / f"{name}.yaml"
+    scenario.write_text(
+        f"name: {name}\nkind: files\nsource:\n  type: s3\n  endpoint: {endpoint}\n"
+        f"  bucket: erp-backups\n  prefix: nightly/\n  pattern: 'erp-*.tar.zst'\n"
+        f"  env_from: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]\n{source_extra}"
+        "objectives: {rto: 15m, rpo: 26h}\n"
+        "verify:\n  manifest: /data/compta/SHA256SUMS\n  expect: {min_files: 12}\n"
+    )
+    return scenario
+
+
+@pytest.fixture
+def s3_archive(s3_server, tmp_path) -> tuple[Path, str]:
+    """A nightly tar.zst export with its sidecar, in a bucket of the real S3 server."""
+    archive, digest = make_archive(tmp_path, "erp-2026-11-30.tar.zst")
+    bucket = s3_server.root / "erp-backups" / "nightly"
+    bucket.mkdir(parents=True, exist_ok=True)
+    target = bucket / archive.name
+    target.write_bytes(archive.read_bytes())
+    (bucket / f"{archive.name}.sha256").write_text(f"{digest}  {archive.name}\n")
+    time.sleep(2.5)  # past the server's directory cache (--dir-cache-time 2s)
+    return target, digest
+
+
+def test_an_s3_archive_is_streamed_unpacked_checked_against_its_sidecar_and_passes(
+    s3_server, s3_archive, s3_credentials, tmp_path, history_url
+):
+    scenario = s3_scenario(tmp_path, "erp-nightly", s3_server.endpoint, "  digest: sidecar\n")
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert (record["status"], record["snapshot_id"], record["rpo_basis"]) == (
+        "pass",
+        "s3://erp-backups/nightly/erp-2026-11-30.tar.zst",
+        "object_last_modified",
+    )
+    assert history_rows(history_url)[0]["status"] == "pass"
+    assert_no_leftovers()
+
+
+def test_an_s3_archive_whose_digest_differs_fails_naming_the_object(
+    s3_server, s3_archive, s3_credentials, tmp_path, history_url
+):
+    wrong = "f" * 64
+    scenario = s3_scenario(
+        tmp_path, "erp-nightly", s3_server.endpoint, f"  digest: 'sha256:{wrong}'\n"
+    )
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert record["status"] == "fail", record["reason"]
+    assert record["reason"].startswith("digest of ")
+    assert f"expected {wrong[:8]}..., got {s3_archive[1][:8]}..." in record["reason"]
+    assert history_rows(history_url)[0]["reason"] == record["reason"]
+    assert_no_leftovers()
+
+
+def test_refused_s3_credentials_are_an_error_naming_the_bucket(
+    s3_server, s3_archive, tmp_path, history_url, monkeypatch
+):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "restore-tests-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    scenario = s3_scenario(tmp_path, "erp-nightly", s3_server.endpoint)
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert record["status"] == "error"
+    assert record["reason"].startswith(
+        "s3: the server refused the credentials for s3://erp-backups"
+    )
+    assert "not-the-secret" not in result.stdout + result.stderr
+    assert history_rows(history_url)[0]["status"] == "error"
+    assert_no_leftovers()
