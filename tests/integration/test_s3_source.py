@@ -388,7 +388,7 @@ def test_the_newest_match_under_a_prefix_is_chosen_across_listing_pages(
     assert point.size_bytes == 3
 
 
-def test_without_a_pattern_a_newer_sidecar_or_folder_marker_is_not_chosen(
+def test_without_a_pattern_a_newer_sidecar_is_not_chosen(
     make_source: MakeSource, uploader: Any, bucket: str
 ) -> None:
     uploader.put_object(Bucket=bucket, Key="nightly/erp.tar.gz", Body=b"data")
