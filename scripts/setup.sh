@@ -4,6 +4,7 @@
 # Idempotent: every step checks first and skips what is already done, so a second run takes
 # seconds. Runnable from any directory. Installs / starts:
 #   - Debian packages: restic (0.14 on bookworm), docker.io, debootstrap, qemu-utils, sqlite3,
+#     tar, gzip, zstd, xz-utils, zip, unzip,
 #     coreutils, ca-certificates (+ python3-venv if `python3 -m venv` cannot work)
 #   - restic 0.18 from Debian trixie's .deb, as /opt/restore-tests/bin/restic-0.18, fetched with
 #     a private apt configuration (the system's apt sources are not changed)
@@ -113,7 +114,9 @@ apt_install() {
 # 1. Debian packages
 # ---------------------------------------------------------------------------------------------
 step_packages() {
-    local pkgs=(restic debootstrap qemu-utils sqlite3 coreutils ca-certificates) missing=() p
+    # tar, gzip, zstd, xz-utils, zip, unzip: the plain sources' tests and the demo make real archives.
+    local pkgs=(restic debootstrap qemu-utils sqlite3 coreutils ca-certificates tar gzip zstd xz-utils zip unzip)
+    local missing=() p
     # An engine that is already there (docker.io, or docker-ce which conflicts with docker.io)
     # is kept; docker.io is installed only when there is no dockerd at all.
     if ! command -v dockerd >/dev/null 2>&1; then
