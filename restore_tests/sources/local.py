@@ -37,7 +37,8 @@ from restore_tests.sources.plain import (
     read_sidecar,
 )
 from restore_tests.timing import format_duration
-from restore_tests.unpack import AS_IS, CHUNK_BYTES, archive_layout, size_text
+from restore_tests.unpack import AS_IS, archive_layout
+from restore_tests.unpack_writer import CHUNK_BYTES, size_text
 
 _READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO named by mistake never hangs
 

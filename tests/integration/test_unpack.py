@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from restore_tests import unpack
+from restore_tests import unpack_writer
 from restore_tests.errors import HostError, Interrupted
 from restore_tests.results import CHECK_FAILED, CHECK_PASSED
 from restore_tests.unpack import AS_IS, COMPRESSED, Unpacked, archive_layout, store
@@ -565,7 +565,7 @@ def test_a_single_file_bomb_stops_at_the_limit(tmp_path: Path) -> None:
 def test_more_entries_than_the_limit_stop_unpacking(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(unpack, "MAX_ENTRIES", 5)
+    monkeypatch.setattr(unpack_writer, "MAX_ENTRIES", 5)
     archive = hostile_tar(tmp_path / "erp.tar.gz", *(regular(f"f{index}") for index in range(9)))
 
     unpacked, target = store_file(archive, tmp_path)
