@@ -28,16 +28,20 @@ import requests
 import urllib3
 from docker.context import ContextAPI
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import CancellableStream
 
 from restore_tests import execute
 from restore_tests.errors import EnvironmentUnusable, Interrupted, PreflightError, SandboxError
 from restore_tests.sandbox_output import (
+    STDOUT_STREAM,
     BoundedOutput,
     CountRecords,
     ExecResult,
     Output,
+    OutputCut,
     count_command,
     printable,
+    read_frames,
     seconds_text,
 )
 
@@ -288,6 +292,8 @@ class Sandbox:
             raise CountFailed(f"{where}{problem}{ending}")
         if records.problem:
             raise CountFailed(records.problem)
+        if records.incomplete():
+            raise CountFailed(f"the output of find was incomplete: {records.incomplete()}")
         return records.files, barriers
 
     def _run(
@@ -304,13 +310,18 @@ class Sandbox:
         api = self.container.client.api
         with _exec_errors(self.name):
             exec_id = api.exec_create(self.container.id, command, **options)["Id"]
-            stream = api.exec_start(exec_id, stream=True, demux=True)
-        pump = _OutputPump(stream, on_stdout)
+            response = _exec_start(api, exec_id)
+        pump = _OutputPump(response, on_stdout)
         try:
             _wait(pump, *deadline)
         finally:
             pump.stop()
-        if isinstance(pump.failure, ENGINE_FAILURES):
+        if isinstance(pump.failure, OutputCut):
+            raise SandboxError(
+                f"sandbox {self.name}: the output of {_program(command)} cannot be read "
+                f"whole: {pump.failure}"
+            ) from pump.failure
+        if isinstance(pump.failure, (*ENGINE_FAILURES, OSError)):
             raise connection_lost(_cause(pump.failure)) from pump.failure
         if pump.failure is not None:
             raise pump.failure
@@ -375,11 +386,41 @@ def _shown(path: bytes, root: str) -> str:
     return printable(relative)
 
 
-class _OutputPump:
-    """Reads an exec's (stdout, stderr) stream in a daemon thread into bounded buffers."""
+def _exec_start(api: Any, exec_id: str) -> requests.Response:
+    """Start an exec attached to its output, as APIClient.exec_start does, but hand back the
+    response: its output must be read through the buffered file http.client read the headers
+    with. docker-py reads the socket beneath it and loses what that buffer already holds
+    (docker/docker-py#3332): all the output of a quick command when this thread was slow to
+    read the headers (a count of files read as 0, most often with other threads busy)."""
+    response = api._post_json(
+        api._url("/exec/{0}/start", exec_id),
+        headers={"Connection": "Upgrade", "Upgrade": "tcp"},
+        data={"Tty": False, "Detach": False},
+        stream=True,
+    )
+    try:
+        connection = api._get_raw_response_socket(response)  # APIError for an error status
+    except BaseException:
+        response.close()
+        raise
+    # The socket keeps the client's request timeout: a read would fail when a command stays
+    # silent longer than it (the deadline of a command is _wait's).
+    api._disable_socket_timeout(connection)
+    return response
 
-    def __init__(self, stream: Any, on_stdout: Callable[[bytes], None] | None) -> None:
-        self.stream, self.on_stdout = stream, on_stdout
+
+def _program(command: list[str]) -> str:
+    """The program a command runs, past the `timeout` that exec() puts in front of it."""
+    return printable(command[4] if command[:3] == ["timeout", "-s", "KILL"] else command[0])
+
+
+class _OutputPump:
+    """Reads an exec's output frames in a daemon thread into bounded buffers (stdout, stderr)."""
+
+    def __init__(
+        self, response: requests.Response, on_stdout: Callable[[bytes], None] | None
+    ) -> None:
+        self.response, self.on_stdout = response, on_stdout
         self.stdout, self.stderr = BoundedOutput(), BoundedOutput()
         self.failure: BaseException | None = None
         self.thread = threading.Thread(target=self._pump, daemon=True, name="sandbox-output")
@@ -387,20 +428,21 @@ class _OutputPump:
 
     def _pump(self) -> None:
         try:
-            for stdout, stderr in self.stream:
-                if stdout:
-                    self.stdout.feed(stdout)
+            buffered = self.response.raw._fp.fp  # the file http.client read the headers with
+            for stream, data in read_frames(buffered.read1):
+                if stream == STDOUT_STREAM:
+                    self.stdout.feed(data)
                     if self.on_stdout is not None:
-                        self.on_stdout(stdout)
-                if stderr:
-                    self.stderr.feed(stderr)
+                        self.on_stdout(data)
+                else:
+                    self.stderr.feed(data)
         except Exception as error:  # handed to the waiting thread
             self.failure = error
 
     def stop(self) -> None:
-        """Close the stream: a thread still reading then ends, and the socket is released."""
+        """Close the connection: a thread still reading then ends, and the socket is released."""
         with suppress(Exception):
-            self.stream.close()
+            CancellableStream(iter(()), self.response).close()
 
 
 def _wait(pump: _OutputPump, seconds: float, overdue: str) -> None:

@@ -7,7 +7,10 @@ what was cut, and text shown to a person holds no control characters.
 
 from __future__ import annotations
 
+import re
 import signal
+import struct
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -138,20 +141,81 @@ class ExecResult:
         return f"killed by {name}" if name else ""
 
 
+# The engine's output of a command without a TTY: frames of a header (stream number, three zero
+# bytes, payload length, big-endian) and a payload. stdin is 0; 3 carries the engine's own error.
+FRAME_HEADER = struct.Struct(">B3sL")
+STDOUT_STREAM, STDERR_STREAM, ENGINE_ERROR_STREAM = 1, 2, 3
+FRAME_READ_BYTES = 64 * 1024  # a payload is read in parts, whatever length its header claims
+
+
+class OutputCut(Exception):
+    """The engine's output stream of a command ended inside a frame, or is not in its format."""
+
+
+def read_frames(read: Callable[[int], bytes]) -> Iterator[tuple[int, bytes]]:
+    """(stream, data) pieces of the engine's output of a command, as they arrive.
+
+    read(n) returns at most n bytes, b"" at the end. The stream may only end between frames:
+    an end inside one, a header that is not one, or an error of the engine raises OutputCut.
+    """
+    while True:
+        header = _read_exactly(read, FRAME_HEADER.size)
+        if not header:
+            return
+        stream, padding, length = FRAME_HEADER.unpack(header)
+        if stream == ENGINE_ERROR_STREAM:
+            message = _read_exactly(read, min(length, LINE_CHARACTERS))
+            raise OutputCut(f"the engine reported: {printable(message).strip() or 'an error'}")
+        if stream not in (STDOUT_STREAM, STDERR_STREAM) or padding != bytes(3):
+            raise OutputCut(f"a frame header that is not one: {header!r}")
+        while length:
+            data = read(min(length, FRAME_READ_BYTES))
+            if not data:
+                raise OutputCut(f"it ended {length:,} bytes before the end of a frame")
+            length -= len(data)
+            yield stream, data
+
+
+def _read_exactly(read: Callable[[int], bytes], size: int) -> bytes:
+    """size bytes, or b"" at the end of the stream; an end after some of them raises OutputCut."""
+    data = b""
+    while len(data) < size:
+        more = read(size - len(data))
+        if not more:
+            if data:
+                raise OutputCut(f"it ended {size - len(data)} bytes before the end of a frame")
+            return b""
+        data += more
+    return data
+
+
 BARRIERS_MAXIMUM = 1000  # directories one find run may hand over to their owners
 RECORD_BYTES_MAXIMUM = 64 * 1024  # a path that long in find's output is not a path
 
 
+# The count's first and last records: a count whose output lost its start (an output stream read
+# from the wrong buffer) or its end must fail, never read as fewer files.
+COUNT_BEGINS, COUNT_ENDS = b"s", b"e"
+COUNT_END_PATH = "/dev/null"  # a last starting point for find: the engine gives every container one
+
+
 def count_command(start: str) -> list[str]:
     """find: 'f' for each regular file; 'dUID:GID:MODE:PATH' (mode in octal) for each directory
-    it cannot read or search, and does not enter; records end with NUL, the only byte a name
-    cannot hold."""
+    it cannot read or search, and does not enter; 's' first (find starts with start) and 'e'
+    last (the starting point after it). Records end with NUL, the only byte a name cannot hold."""
     return [
-        "find", start,
+        "find", start, COUNT_END_PATH,
+        "(", "-path", _wildcards_escaped(start), "-printf", r"s\0", ")", ",",
         "(", "-type", "d", "(", "!", "-readable", "-o", "!", "-executable", ")",
         "-printf", r"d%U:%G:%m:%P\0", "-prune", ")",
         "-o", "-type", "f", "-printf", r"f\0",
+        "-o", "-path", COUNT_END_PATH, "-printf", r"e\0",
     ]  # fmt: skip
+
+
+def _wildcards_escaped(path: str) -> str:
+    """path as a pattern of find -path that only path matches."""
+    return re.sub(r"([*?\[\\])", r"\\\1", path)
 
 
 class CountRecords:
@@ -162,15 +226,34 @@ class CountRecords:
         self.barriers: list[Barrier] = []
         self.problem = ""
         self._partial = b""
+        self._records = 0
+        self._first = b""
+        self._end_at: int | None = None  # the position of find's last record, once it came
 
     def feed(self, data: bytes) -> None:
         *records, self._partial = (self._partial + data).split(b"\0")
         if len(self._partial) > RECORD_BYTES_MAXIMUM:
             self.problem, self._partial = "find printed a record longer than any path", b""
+        if records and not self._records:
+            self._first = records[0]
+        if self._end_at is None and COUNT_ENDS in records:
+            self._end_at = self._records + records.index(COUNT_ENDS)
+        self._records += len(records)
         self.files += records.count(b"f")
         for record in records:
-            if record != b"f":
+            if record not in (b"f", COUNT_BEGINS, COUNT_ENDS):
                 self._barrier(record)
+
+    def incomplete(self) -> str:
+        """Why the records read are not all that find printed ('' when they are): its first or
+        its last record is missing, or the output stopped inside a record."""
+        if self._first != COUNT_BEGINS:
+            return "its first record is missing: the start of its output was lost"
+        if self._end_at is None or self._partial:
+            return "its last record is missing: its output was cut"
+        if self._end_at != self._records - 1:
+            return f"{self._records - 1 - self._end_at:,} records came after its last one"
+        return ""
 
     def _barrier(self, record: bytes) -> None:
         uid, gid, mode, path = [*record[1:].split(b":", 3), b"", b"", b""][:4]
