@@ -241,3 +241,51 @@ def test_refused_s3_credentials_are_an_error_naming_the_bucket(
     assert "not-the-secret" not in result.stdout + result.stderr
     assert history_rows(history_url)[0]["status"] == "error"
     assert_no_leftovers()
+
+
+@pytest.mark.parametrize(
+    ("source_extra", "bucket", "reason"),
+    [
+        ("", "no-such-bucket", "s3: no bucket no-such-bucket at {endpoint}"),
+        (
+            "  digest: sidecar\n",
+            "erp-backups",
+            "s3: sidecar s3://erp-backups/nightly/erp-2026-11-30.tar.zst.sha256 not found "
+            "(digest: sidecar)",
+        ),
+    ],
+    ids=["missing bucket", "missing sidecar"],
+)
+def test_an_s3_source_that_cannot_be_read_as_declared_is_an_error(
+    s3_server, s3_archive, s3_credentials, tmp_path, history_url, source_extra, bucket, reason
+):
+    s3_archive[0].with_name(s3_archive[0].name + ".sha256").unlink()
+    time.sleep(2.5)  # past the server's directory cache
+    scenario = s3_scenario(tmp_path, "erp-nightly", s3_server.endpoint, source_extra)
+    scenario.write_text(scenario.read_text().replace("bucket: erp-backups", f"bucket: {bucket}"))
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    record = only(result.stdout)
+    assert (record["status"], record["reason"]) == (
+        "error",
+        reason.format(endpoint=s3_server.endpoint),
+    )
+    assert history_rows(history_url)[0]["status"] == "error"
+    assert_no_leftovers()
+
+
+def test_no_s3_object_matching_the_pattern_is_an_error(
+    s3_server, s3_archive, s3_credentials, tmp_path, history_url
+):
+    scenario = s3_scenario(tmp_path, "erp-nightly", s3_server.endpoint)
+    scenario.write_text(scenario.read_text().replace("'erp-*.tar.zst'", "'crm-*.tar.zst'"))
+
+    result = check(scenario, history_url)
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert only(result.stdout)["reason"] == (
+        "s3: no object under s3://erp-backups/nightly/ matches crm-*.tar.zst"
+    )
+    assert_no_leftovers()
