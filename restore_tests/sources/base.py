@@ -54,11 +54,10 @@ class RestorePoint:
 
 @dataclass(frozen=True)
 class FetchRequest:
-    """How to fetch: into which folder, verified how, for how long."""
+    """How to fetch: into which folder, for how long, watching for cancellation."""
 
     target: Path  # an empty private folder: the restored data goes below it
     scratch: Path  # a private folder for the source's own files (cache, downloads)
-    verify_writes: bool = False  # also re-read what was written (restic restore --verify)
     timeout: float | None = None  # stop after this long: ObjectiveMissed (a FAIL)
     progress: Callable[[float], None] = lambda fraction: None  # 0.0 .. 1.0
     cancelled: Callable[[], bool] = lambda: False  # Ctrl-C/SIGTERM: raise Interrupted
