@@ -51,7 +51,7 @@ from restore_tests.sources.base import Fetched, FetchRequest, RestorePoint, Sour
 from restore_tests.staging import PRIVATE, create_staging
 from restore_tests.timing import PhaseClock, format_size, judge
 from runners import RUNNERS
-from runners.base import RunContext, Runner
+from runners.base import RunContext, Runner, SandboxNeeds
 
 log = logging.getLogger(__name__)
 DISK_MARGIN = 1.05  # keep 5% spare: a restore that fills the disk harms the host
@@ -131,10 +131,11 @@ class ScenarioRun:
     def steps(self) -> None:
         staging, source = self.preflight()
         point = self.select(source)
-        self.make_space(source, point, staging)
+        needs = self.runner.sandbox_needs(self.scenario, point)
+        self.make_space(source, point, staging, needs)
         target = staging / "restore"
         os.mkdir(target, PRIVATE)
-        box = self.start_sandbox(staging, target)
+        box = self.start_sandbox(staging, target, needs)
         fetched, tree = self.fetch(source, point, staging, target)
         context = RunContext(self.scenario, fetched.root, point, box, self.say, tree)
         self.check(context)
@@ -168,23 +169,27 @@ class ScenarioRun:
         _interrupt_point()
         return point
 
-    def make_space(self, source: Source, point: RestorePoint, staging: Path) -> None:
-        """Refuse a restore that would not fit; space that earlier runs are still freeing is
-        waited for (not counted in the RTO: the restore has not started)."""
+    def make_space(
+        self, source: Source, point: RestorePoint, staging: Path, needs: SandboxNeeds
+    ) -> None:
+        """Refuse a restore that would not fit, with the kind's scratch space when it is on
+        disk; space that earlier runs are still freeing is waited for (not counted in the RTO:
+        the restore has not started)."""
         with self.clock.phase("space"):
             needed = source.space_needed(point)
-            if needed is not None:
-                _check_disk(needed, staging)
+            scratch = needs.scratch_bytes if needs.scratch_on_disk else 0
+            if needed is not None or scratch:
+                _check_disk((needed or 0) + scratch, staging)
         _interrupt_point()
 
-    def start_sandbox(self, staging: Path, target: Path) -> Sandbox:
+    def start_sandbox(self, staging: Path, target: Path, needs: SandboxNeeds) -> Sandbox:
         """Started before the fetch: the engine syncs the filesystem when it mounts a
         container, which after the restore would first write back every restored byte. At the
         end, a detached reaper deletes the staging folder, then the container (cleanup.dispose).
         """
         with self.clock.phase("sandbox"):
             self.say(f"starting the sandbox ({self.image})")
-            spec = self._sandbox_spec(target)
+            spec = self._sandbox_spec(staging, target, needs)
             hand_off = None if self.options.keep else partial(dispose, staging)
             box = self.stack.enter_context(self.sandboxes.open(spec, self.options.keep, hand_off))
             if self.options.keep:
@@ -192,7 +197,9 @@ class ScenarioRun:
                     f"sandbox: docker exec -it {box.name} sh ; staging: {staging} "
                     f"(remove with: restore-tests prune --run {self.options.run_id})"
                 )
-            needs = self.runner.sandbox_needs(self.scenario)
+            if needs.start_command:
+                self.say("starting the sandbox's server")
+                box.start(needs.start_command, needs.ready_timeout)
             if needs.ready_command:
                 self.say("waiting for the sandbox to be ready")
                 box.wait_ready(needs.ready_command, needs.ready_timeout)
@@ -248,9 +255,15 @@ class ScenarioRun:
         age = max((now() - content_time).total_seconds(), 0.0)
         self.result.rpo = judge("rpo", age, self.scenario.objectives.rpo, "newest_row")
 
-    def _sandbox_spec(self, target: Path) -> SandboxSpec:
+    def _sandbox_spec(self, staging: Path, target: Path, needs: SandboxNeeds) -> SandboxSpec:
         settings = self.scenario.sandbox
-        needs = self.runner.sandbox_needs(self.scenario)
+        scratch_folder = None
+        if needs.scratch_on_disk:
+            # Writable by the sandbox's user, whoever the image makes it; the staging folder
+            # around it stays private to the drill's user.
+            scratch_folder = staging / "scratch"
+            os.mkdir(scratch_folder)
+            os.chmod(scratch_folder, 0o1777)
         return SandboxSpec(
             image=self.image,
             run_id=self.options.run_id,
@@ -260,6 +273,8 @@ class ScenarioRun:
             cpus=settings.cpus,
             read_only_mounts={str(target): RESTORE_MOUNT},
             scratch_bytes=needs.scratch_bytes,
+            scratch_folder=None if scratch_folder is None else str(scratch_folder),
+            log_file=needs.log_file,
             user=needs.user,
             environment=needs.environment,
         )

@@ -153,6 +153,8 @@ class SandboxSpec:
     cpus: float
     read_only_mounts: dict[str, str] = field(default_factory=dict)  # host path -> container path
     scratch_bytes: int = 256 * 1024**2
+    scratch_folder: str | None = None  # a host folder mounted writable at /scratch, else tmpfs
+    log_file: str | None = None  # the server's log inside the sandbox (shown on its failure)
     ttl: timedelta = DEFAULT_TTL
     user: str | None = None  # the default user of every command (root when None)
     environment: dict[str, str] = field(default_factory=dict)
@@ -241,10 +243,25 @@ class Sandbox:
                 raise Interrupted()
             time.sleep(READY_POLL_SECONDS)
 
+    def start(self, argv: list[str], timeout: float) -> None:
+        """Run argv once to start what the kind needs (a server, in the background); its
+        failure is a SandboxError with its last line and the server's last log lines."""
+        result = self.exec(argv, timeout)
+        if result.exit_code != 0:
+            raise SandboxError(
+                f"could not start the server in sandbox {self.name} ({self.spec.image}): "
+                f"{result.reason(argv[0])}; log: {self.log_tail() or 'empty'}"
+            )
+
     def log_tail(self, lines: int = 5) -> str:
-        """The container's last log lines, as one bounded line."""
-        with engine_calls():
-            text = self.container.logs(tail=lines).decode("utf-8", errors="replace")
+        """The last lines of the server's log file (spec.log_file) or of the container's log,
+        as one bounded line."""
+        if self.spec.log_file:
+            result = self.exec(["tail", "-n", str(lines), self.spec.log_file], 10.0)
+            text = result.stdout if result.exit_code == 0 else ""
+        else:
+            with engine_calls():
+                text = self.container.logs(tail=lines).decode("utf-8", errors="replace")
         return printable(" | ".join(line.strip() for line in text.splitlines() if line.strip()))[
             :300
         ]
@@ -551,6 +568,14 @@ def remove_by_id(client: docker.DockerClient, container_id: str) -> None:
 
 def _create_arguments(spec: SandboxSpec) -> dict[str, Any]:
     scratch = f"rw,nosuid,nodev,size={spec.scratch_bytes}"
+    tmpfs = {SCRATCH_MOUNT: scratch, "/tmp": scratch, "/run": "rw,nosuid,nodev,size=16m"}
+    volumes = {
+        host: {"bind": inside, "mode": "ro"} for host, inside in spec.read_only_mounts.items()
+    }
+    if spec.scratch_folder is not None:
+        del tmpfs[SCRATCH_MOUNT]
+        tmpfs["/tmp"] = "rw,nosuid,nodev,size=256m"
+        volumes[spec.scratch_folder] = {"bind": SCRATCH_MOUNT, "mode": "rw"}
     return {
         "image": spec.image,
         "command": ["sleep", "infinity"],
@@ -560,10 +585,8 @@ def _create_arguments(spec: SandboxSpec) -> dict[str, Any]:
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "read_only": True,
-        "tmpfs": {SCRATCH_MOUNT: scratch, "/tmp": scratch, "/run": "rw,nosuid,nodev,size=16m"},
-        "volumes": {
-            host: {"bind": inside, "mode": "ro"} for host, inside in spec.read_only_mounts.items()
-        },
+        "tmpfs": tmpfs,
+        "volumes": volumes,
         "mem_limit": spec.memory_bytes,
         "memswap_limit": spec.memory_bytes,
         "pids_limit": spec.pids,

@@ -163,13 +163,17 @@ def scenario_model(kind: str) -> type[ScenarioBase]:
     runner = RUNNERS[kind]
     key = (kind, runner, *SOURCES.values())
     if key not in _scenario_model_cache:
+        fields: dict[str, Any] = {
+            "kind": (Literal[kind], Field(description="What is restored.")),
+            "source": (_union([source.settings_model for source in SOURCES.values()], "type"), ...),
+            "verify": (runner.verify_model, Field(description="Checks run on the restored data.")),
+            **runner.sections,  # the kind's own sections (a database's `database:`)
+        }
         _scenario_model_cache[key] = create_model(
             f"{runner.__name__.removesuffix('Runner')}Scenario",
             __base__=ScenarioBase,
             __doc__=runner.__doc__,
-            kind=(Literal[kind], Field(description="What is restored.")),  # type: ignore[arg-type]
-            source=(_union([source.settings_model for source in SOURCES.values()], "type"), ...),
-            verify=(runner.verify_model, Field(description="Checks run on the restored data.")),
+            **fields,
         )
     return _scenario_model_cache[key]
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from runners.base import Runner
 from runners.files import FilesRunner
+from runners.sqlite import SqliteRunner
 
 RUNNERS: dict[str, type[Runner]] = {
     FilesRunner.kind: FilesRunner,
+    SqliteRunner.kind: SqliteRunner,
 }
 
 __all__ = ["RUNNERS", "Runner"]

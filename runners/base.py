@@ -52,11 +52,17 @@ class RunContext:
 class SandboxNeeds:
     """What a kind needs from its sandbox, beyond the scenario's own limits."""
 
-    scratch_bytes: int = 256 * 1024**2  # writable tmpfs at /scratch (a database's files)
+    scratch_bytes: int = 256 * 1024**2  # writable space at /scratch (a database's files)
+    # False: /scratch is a tmpfs (memory) of scratch_bytes. True: a folder in the private
+    # staging folder, on disk, whose scratch_bytes are checked free before the sandbox starts
+    # and watched while the kind loads (a database's files, larger than memory).
+    scratch_on_disk: bool = False
     user: str | None = None  # "UID:GID" or a name known to the image; root otherwise
     environment: dict[str, str] = field(default_factory=dict)
-    ready_command: list[str] | None = None  # polled until it exits 0 (a server up)
+    start_command: list[str] | None = None  # run once when the sandbox is up (start a server)
+    ready_command: list[str] | None = None  # polled until it exits 0 (a server answering)
     ready_timeout: float = 60.0
+    log_file: str | None = None  # the server's log, whose last lines explain its failures
 
 
 class Runner(ABC):
@@ -65,8 +71,12 @@ class Runner(ABC):
     kind: ClassVar[str]
     verify_model: ClassVar[type[StrictModel]]
     default_image: ClassVar[str] = DEFAULT_IMAGE
+    # The kind's own top-level sections of a scenario (a database's `database:`), as pydantic
+    # field definitions: name -> (type, Field(...)).
+    sections: ClassVar[dict[str, tuple[Any, Any]]] = {}
 
-    def sandbox_needs(self, scenario: ScenarioBase) -> SandboxNeeds:
+    def sandbox_needs(self, scenario: ScenarioBase, point: RestorePoint) -> SandboxNeeds:
+        """What the sandbox must offer, knowing what will be restored (its size, when known)."""
         return SandboxNeeds()
 
     def load(self, context: RunContext) -> list[Check]:

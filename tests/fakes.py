@@ -91,8 +91,13 @@ class FakeRunner(Runner):
     kind: ClassVar[str] = "fake-kind"
     verify_model = FakeVerify
 
-    def sandbox_needs(self, scenario: Any) -> SandboxNeeds:
-        return SandboxNeeds(user="999:999", environment={"FAKE": "1"}, ready_command=["ready"])
+    def sandbox_needs(self, scenario: Any, point: Any) -> SandboxNeeds:
+        return SandboxNeeds(
+            user="999:999",
+            environment={"FAKE": "1"},
+            start_command=["start"],
+            ready_command=["ready"],
+        )
 
     def load(self, context: RunContext) -> list[Check]:
         return [Check.passed("fake load")]
@@ -111,6 +116,10 @@ class FakeSandbox:
     spec: SandboxSpec
     name: str = "fake-sandbox"
     readiness: list[tuple[list[str], float]] = field(default_factory=list)
+    started: list[list[str]] = field(default_factory=list)
+
+    def start(self, argv: list[str], timeout: float) -> None:
+        self.started.append(argv)
 
     def wait_ready(self, argv: list[str], timeout: float) -> None:
         self.readiness.append((argv, timeout))

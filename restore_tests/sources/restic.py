@@ -99,6 +99,12 @@ class ResticSettings(SourceSettings):
         "snapshot, starting with /; `..` is not allowed.",
         examples=[["/data/compta"]],
     )
+    path: SnapshotPath | None = Field(
+        None,
+        description="Restore only this file or folder of the snapshot: what the kind reads "
+        "(a database dump, a disk image), written as in the snapshot, starting with /.",
+        examples=["/var/backups/billing.dump"],
+    )
     limit_download: Size | None = Field(
         None,
         description="Cap restic's download rate (bytes per second), so that a drill does not "
@@ -130,7 +136,14 @@ class ResticSettings(SourceSettings):
             )
         if self.password_command is not None and not self.password_command:
             raise ValueError("password_command needs a program")
+        if self.path is not None and self.include:
+            raise ValueError("give path (one file or folder the kind reads) or include, not both")
         return self
+
+    @property
+    def paths(self) -> list[str]:
+        """The snapshot paths to restore; empty for the whole snapshot."""
+        return [self.path] if self.path is not None else list(self.include)
 
     @property
     def is_local(self) -> bool:
@@ -194,13 +207,13 @@ class ResticSource(Source):
 
     def space_needed(self, point: RestorePoint) -> int | None:
         """A full restore's size (restic stats on 0.14); a subset's is not known beforehand."""
-        if self.settings.include:
+        if self.settings.paths:
             return None
         return self.restic.restore_size(self._selected(point))
 
     def fetch(self, point: RestorePoint, request: FetchRequest) -> Fetched:
         snapshot = self._selected(point)
-        include = self.settings.include
+        include = self.settings.paths
         outcome = self.restic.restore(
             snapshot,
             request.target,
@@ -218,7 +231,10 @@ class ResticSource(Source):
                     observed="restic re-read every restored file: it matches the repository",
                 )
             )
-        empty = f"include {', '.join(include)} matched nothing" if include else ""
+        if self.settings.path is not None:
+            empty = f"path {self.settings.path} is not in the snapshot"
+        else:
+            empty = f"include {', '.join(include)} matched nothing" if include else ""
         return Fetched(request.target, checks, empty_reason=empty)
 
     def _selected(self, point: RestorePoint) -> Snapshot:

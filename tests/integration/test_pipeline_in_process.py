@@ -77,13 +77,14 @@ def test_the_steps_run_in_order_each_recorded_once_and_none_inside_another(
     ]
 
 
-def test_the_runner_declares_its_sandbox_and_readiness_is_awaited_before_the_fetch(
+def test_the_runner_declares_its_sandbox_its_server_is_started_and_awaited_before_the_fetch(
     fake_registries, tmp_path
 ):
     _, sandboxes = run(fake_scenario(tmp_path), tmp_path / "work")
 
     [box] = sandboxes.opened
     assert (box.spec.user, box.spec.environment) == ("999:999", {"FAKE": "1"})
+    assert box.started == [["start"]]
     assert box.readiness == [(["ready"], 60.0)]
     assert list(box.spec.read_only_mounts.values()) == ["/restore"]
 
