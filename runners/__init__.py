@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from runners.base import Runner
 from runners.files import FilesRunner
+from runners.postgres import PostgresRunner
 from runners.sqlite import SqliteRunner
 
 RUNNERS: dict[str, type[Runner]] = {
     FilesRunner.kind: FilesRunner,
+    PostgresRunner.kind: PostgresRunner,
     SqliteRunner.kind: SqliteRunner,
 }
 

@@ -5,8 +5,8 @@ A database backup is proven only when it loads into a real server of its engine,
 sandbox, and answers the scenario's questions. The server runs as the engine's user on a unix
 socket in /scratch (no network); its files live in /scratch, a folder of the private staging
 area on disk, sized from the dump and checked free before the sandbox starts. The dump itself is
-read by a process running as its owner (as the sandbox's file count does), so restored files are
-never made readable to anyone else, and the original is never touched.
+read by a process running as its owner, so no restored file is made readable to anyone else (the
+folders leading to it only get the search bit), and the original is never touched.
 
 Each engine (postgres.py, mysql.py, sqlite.py) says how to start its server, load a dump, run a
 query and check integrity; the comparisons and verdicts are here, once.
@@ -291,6 +291,7 @@ class DatabaseRunner(Runner):
         host_path = context.data_root / path
         status = os.stat(host_path, follow_symlinks=False)
         folder, name = posixpath.split(path)
+        _traversable(context.data_root, folder)
         return Located(
             path="/" + path,
             host_path=host_path,
@@ -422,6 +423,21 @@ class DatabaseRunner(Runner):
                 **fields,
             )
         return Check.passed("", proves_data=True, **fields)
+
+
+def _traversable(root: Path, folder: str) -> None:
+    """Let the dump's owner reach it: the folders leading to it get the search bit for others
+    (never the read bit, never a file's mode; the staging folder around them stays private to
+    the drill's user). Links are not followed: the folders are the tree's own."""
+    current = root
+    for part in ["", *(folder.split("/") if folder else [])]:
+        current = current / part if part else current
+        descriptor = os.open(current, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            mode = os.fstat(descriptor).st_mode
+            os.fchmod(descriptor, (mode & 0o7777) | 0o001)
+        finally:
+            os.close(descriptor)
 
 
 def database_section(scenario: Any) -> Any:

@@ -138,7 +138,8 @@ def _postgres_archive(head: bytes, container: str) -> Dump:
     if not head.startswith(_PG_MAGIC) or len(head) < 11:
         return Dump(POSTGRES, container)
     major, minor, int_size, format_byte = head[5], head[6], head[8], head[10]
-    fmt = _PG_FORMATS.get(format_byte, container)
+    # A directory's toc.dat carries the tar format's byte: where it was found says more.
+    fmt = _PG_FORMATS.get(format_byte, container) if container == "custom" else container
     try:
         offset = 11
         if (major, minor) >= (1, 15):
@@ -150,7 +151,7 @@ def _postgres_archive(head: bytes, container: str) -> Dump:
         server, offset = _archive_string(head, offset, int_size)
     except (ValueError, struct.error, IndexError):
         return Dump(POSTGRES, fmt)
-    return Dump(POSTGRES, fmt, server_version=server, database=database)
+    return Dump(POSTGRES, fmt, server_version=server.split(" ")[0], database=database)
 
 
 def _archive_string(head: bytes, offset: int, int_size: int) -> tuple[str, int]:
