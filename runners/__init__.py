@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from runners.base import Runner
 from runners.files import FilesRunner
+from runners.mysql import MysqlRunner
 from runners.postgres import PostgresRunner
 from runners.sqlite import SqliteRunner
 
 RUNNERS: dict[str, type[Runner]] = {
     FilesRunner.kind: FilesRunner,
+    MysqlRunner.kind: MysqlRunner,
     PostgresRunner.kind: PostgresRunner,
     SqliteRunner.kind: SqliteRunner,
 }

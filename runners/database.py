@@ -336,8 +336,11 @@ class DatabaseRunner(Runner):
         if overflow[0]:
             return Answer([], f"the answer is larger than {format_size(ANSWER_LIMIT_BYTES)}")
         text = kept.decode("utf-8", errors="replace")
-        rows = [list(row) for row in csv.reader(io.StringIO(text))]
-        return Answer(self.parse_rows(rows[1:]), result=result)
+        return Answer(self.parse_rows(self.split_rows(text)[1:]), result=result)
+
+    def split_rows(self, text: str) -> list[list[str]]:
+        """The client's output as rows of cells, its header line first (CSV by default)."""
+        return [list(row) for row in csv.reader(io.StringIO(text))]
 
     def parse_rows(self, rows: list[list[str]]) -> list[Row]:
         """The client's CSV cells as values; engines that print NULL differently override."""
