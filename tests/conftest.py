@@ -6,6 +6,7 @@ the whole session, so no test can write to a user's results.db.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,8 +15,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -273,6 +276,130 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
+
+
+class Relay:
+    """A TCP relay in front of the real server: a faulty network, not a fake S3. It can cut a
+    connection after some bytes of answer, or slow the answers down, and counts ranged GETs.
+    on_request sees each piece of a request before it is passed on, and may hold it there (to
+    change the server's state between two requests of the client)."""
+
+    def __init__(
+        self,
+        upstream_port: int,
+        cut_after: int | None = None,
+        cuts: int = 0,
+        bytes_per_second: float | None = None,
+        on_request: Callable[[bytes], None] | None = None,
+    ) -> None:
+        self.upstream_port = upstream_port
+        self.cut_after, self.cuts_left = cut_after, cuts
+        self.bytes_per_second = bytes_per_second
+        self.on_request = on_request
+        self.ranged_gets = 0
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
+        while data := _receive(client):
+            with self._lock:
+                self.ranged_gets += data.lower().count(b"\r\nrange: bytes=")
+            if self.on_request is not None:
+                self.on_request(data)
+            _send(upstream, data)
+        _end(upstream)
+
+    def _answers(self, upstream: socket.socket, client: socket.socket) -> None:
+        sent = 0
+        while data := _receive(upstream):
+            if self.bytes_per_second:
+                time.sleep(len(data) / self.bytes_per_second)
+            if self.cut_after is not None and sent + len(data) > self.cut_after and self._cut():
+                _send(client, data[: max(0, self.cut_after - sent)])
+                break
+            sent += len(data)
+            _send(client, data)
+        _end(client)
+        _end(upstream)
+
+    def _cut(self) -> bool:
+        with self._lock:
+            if self.cuts_left <= 0:
+                return False
+            self.cuts_left -= 1
+            return True
+
+
+def _receive(connection: socket.socket) -> bytes:
+    try:
+        return connection.recv(256 * 1024)
+    except OSError:
+        return b""
+
+
+def _send(connection: socket.socket, data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        connection.sendall(data)
+
+
+def _end(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        connection.shutdown(socket.SHUT_RDWR)
+    connection.close()
+
+
+@pytest.fixture
+def relay(s3_server: S3Server) -> Iterator[Callable[..., Relay]]:
+    """Relays in front of the real S3 server, made with the faults the test asks for."""
+    made: list[Relay] = []
+    port = int(s3_server.endpoint.rsplit(":", 1)[1])
+
+    def make(**options: Any) -> Relay:
+        made.append(Relay(port, **options))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+@pytest.fixture(scope="module")
+def uploader(s3_server: S3Server) -> Any:
+    """A plain boto3 client that puts test objects on the real server."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_server.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+        config=Config(s3={"addressing_style": "path"}),
+    )
+
+
+@pytest.fixture
+def bucket(uploader: Any, s3_credentials: dict[str, str]) -> str:
+    """A new bucket for the test (the credentials set in the environment)."""
+    name = f"erp-{uuid.uuid4().hex[:10]}"
+    uploader.create_bucket(Bucket=name)
+    return name
 
 
 @dataclass

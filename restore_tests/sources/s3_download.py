@@ -212,7 +212,7 @@ class ObjectDownload:
                 failures += 1
                 if failures >= DOWNLOAD_ATTEMPTS:
                     raise SourceError(
-                        f"s3: download of {self.found.key} failed after {DOWNLOAD_ATTEMPTS} "
+                        f"s3: download of {self.found.url} failed after {DOWNLOAD_ATTEMPTS} "
                         f"attempts: {stream_failure(error)}"
                     ) from None
             finally:

@@ -3,23 +3,20 @@
 Objects are uploaded through boto3, or written straight into the server's folder when their
 modification time matters (rclone reports a file's mtime as LastModified; its directory cache
 hides such changes for 2 s, so those tests wait past it). Faults of the network come from a
-real TCP relay in front of the real server that cuts or slows its answers.
+real TCP relay in front of the real server that cuts or slows its answers (tests/conftest.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import socket
 import subprocess
 import tarfile
-import threading
 import time
 import tracemalloc
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ from restore_tests.errors import Interrupted, ObjectiveMissed, SourceError
 from restore_tests.results import CHECK_FAILED, CHECK_PASSED
 from restore_tests.sources.base import OBJECT_LAST_MODIFIED, Fetched, FetchRequest, RestorePoint
 from restore_tests.sources.s3 import S3Settings, S3Source
-from tests.conftest import S3_KEY, S3_SECRET, S3Server, free_port
+from tests.conftest import S3_KEY, S3_SECRET, Relay, S3Server, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -41,30 +38,6 @@ MiB = 1024**2
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-@pytest.fixture(scope="module")
-def uploader(s3_server: S3Server) -> Any:
-    """A plain boto3 client that puts test objects on the real server."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client(
-        "s3",
-        endpoint_url=s3_server.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=S3_KEY,
-        aws_secret_access_key=S3_SECRET,
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
-@pytest.fixture
-def bucket(uploader: Any, s3_credentials: dict[str, str]) -> str:
-    """A new bucket for the test (the credentials set in the environment)."""
-    name = f"erp-{uuid.uuid4().hex[:10]}"
-    uploader.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
@@ -105,99 +78,6 @@ def put_file(server: S3Server, bucket: str, key: str, data: bytes, mtime: float)
 
 def checks_by_name(fetched: Fetched) -> dict[str, Any]:
     return {check.name: check for check in fetched.checks}
-
-
-class Relay:
-    """A TCP relay in front of the real server: a faulty network, not a fake S3. It can cut a
-    connection after some bytes of answer, or slow the answers down, and counts ranged GETs."""
-
-    def __init__(
-        self,
-        upstream_port: int,
-        cut_after: int | None = None,
-        cuts: int = 0,
-        bytes_per_second: float | None = None,
-    ) -> None:
-        self.upstream_port = upstream_port
-        self.cut_after, self.cuts_left = cut_after, cuts
-        self.bytes_per_second = bytes_per_second
-        self.ranged_gets = 0
-        self._lock = threading.Lock()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def close(self) -> None:
-        self._listener.close()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._answers, args=(upstream, client), daemon=True).start()
-
-    def _requests(self, client: socket.socket, upstream: socket.socket) -> None:
-        while data := _receive(client):
-            with self._lock:
-                self.ranged_gets += data.lower().count(b"\r\nrange: bytes=")
-            _send(upstream, data)
-        _end(upstream)
-
-    def _answers(self, upstream: socket.socket, client: socket.socket) -> None:
-        sent = 0
-        while data := _receive(upstream):
-            if self.bytes_per_second:
-                time.sleep(len(data) / self.bytes_per_second)
-            if self.cut_after is not None and sent + len(data) > self.cut_after and self._cut():
-                _send(client, data[: max(0, self.cut_after - sent)])
-                break
-            sent += len(data)
-            _send(client, data)
-        _end(client)
-        _end(upstream)
-
-    def _cut(self) -> bool:
-        with self._lock:
-            if self.cuts_left <= 0:
-                return False
-            self.cuts_left -= 1
-            return True
-
-
-def _receive(connection: socket.socket) -> bytes:
-    try:
-        return connection.recv(256 * 1024)
-    except OSError:
-        return b""
-
-
-def _send(connection: socket.socket, data: bytes) -> None:
-    with contextlib.suppress(OSError):
-        connection.sendall(data)
-
-
-def _end(connection: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        connection.shutdown(socket.SHUT_RDWR)
-    connection.close()
-
-
-@pytest.fixture
-def relay(s3_server: S3Server) -> Iterator[Callable[..., Relay]]:
-    made: list[Relay] = []
-    port = int(s3_server.endpoint.rsplit(":", 1)[1])
-
-    def make(**options: Any) -> Relay:
-        made.append(Relay(port, **options))
-        return made[-1]
-
-    yield make
-    for each in made:
-        each.close()
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -282,9 +162,11 @@ def test_a_wrong_secret_is_refused_with_the_servers_code(
 def test_a_missing_bucket_is_named_with_the_endpoint(
     make_source: MakeSource, s3_server: S3Server
 ) -> None:
+    # A name no test creates: the server is shared by the session (erp-backups is made by the
+    # sandbox tests of the plain sources).
     with pytest.raises(SourceError) as raised:
-        make_source(bucket="erp-backups", prefix="nightly/").preflight()
-    assert str(raised.value) == f"s3: no bucket erp-backups at {s3_server.endpoint}"
+        make_source(bucket="erp-never-made", prefix="nightly/").preflight()
+    assert str(raised.value) == f"s3: no bucket erp-never-made at {s3_server.endpoint}"
 
 
 def test_a_closed_port_cannot_be_reached(make_source: MakeSource) -> None:
@@ -606,7 +488,7 @@ def test_a_connection_cut_at_every_attempt_is_an_error_after_three(
     with pytest.raises(SourceError) as raised:
         fetch(source, source.select(), folders)
     assert str(raised.value) == (
-        "s3: download of erp.bin failed after 3 attempts: the connection was cut"
+        f"s3: download of s3://{bucket}/erp.bin failed after 3 attempts: the connection was cut"
     )
 
 

@@ -4,55 +4,17 @@ through `restore-tests check`, real tar/zstd, a real S3 server, real sandboxes."
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import subprocess
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import assert_no_leftovers, history_rows, run_cli
+from tests.conftest import assert_no_leftovers, history_rows
+from tests.plain_helpers import check, local_scenario, make_archive, only, s3_scenario
 
 pytestmark = pytest.mark.sandbox
-
-
-def make_archive(folder: Path, name: str = "erp-2026-11-30.tar.gz") -> tuple[Path, str]:
-    """A real archive (tar + gzip/zstd by suffix) of data/compta with its manifest; its sha256."""
-    source = folder / "source"
-    compta = source / "data" / "compta"
-    compta.mkdir(parents=True)
-    lines = []
-    for index in range(12):
-        content = f"ledger line {index}\n".encode() * (index + 1)
-        (compta / f"doc-{index:02}.txt").write_bytes(content)
-        lines.append(f"{hashlib.sha256(content).hexdigest()}  doc-{index:02}.txt")
-    (compta / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    archive = folder / "backups" / name
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    compress = ["--zstd"] if name.endswith(".zst") else ["-z"]
-    subprocess.run(["tar", *compress, "-cf", str(archive), "-C", str(source), "data"], check=True)
-    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
-
-
-def local_scenario(folder: Path, name: str, path: Path, source_extra: str = "") -> Path:
-    scenario = folder / f"{name}.yaml"
-    scenario.write_text(
-        f"name: {name}\nkind: files\nsource:\n  type: local\n  path: {path}\n{source_extra}"
-        "objectives: {rto: 15m, rpo: 26h}\n"
-        "verify:\n  manifest: /data/compta/SHA256SUMS\n  expect: {min_files: 12}\n"
-    )
-    return scenario
-
-
-def check(scenario: Path, history_url: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("check", str(scenario), "--db", history_url, "--json", env=env)  # type: ignore[return-value]
-
-
-def only(output: str) -> dict[str, object]:
-    [result] = json.loads(output)["results"]
-    return result
 
 
 def test_a_local_archive_with_a_sidecar_digest_is_unpacked_verified_and_passes(
@@ -159,18 +121,6 @@ def test_a_single_local_file_is_read_in_place_without_a_copy(tmp_path, history_u
     assert dump.stat().st_nlink == 1  # the hard link in staging is gone with staging
     assert dump.stat().st_mtime < before
     assert_no_leftovers()
-
-
-def s3_scenario(folder: Path, name: str, endpoint: str, source_extra: str = "") -> Path:
-    scenario = folder / f"{name}.yaml"
-    scenario.write_text(
-        f"name: {name}\nkind: files\nsource:\n  type: s3\n  endpoint: {endpoint}\n"
-        f"  bucket: erp-backups\n  prefix: nightly/\n  pattern: 'erp-*.tar.zst'\n"
-        f"  env_from: [AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY]\n{source_extra}"
-        "objectives: {rto: 15m, rpo: 26h}\n"
-        "verify:\n  manifest: /data/compta/SHA256SUMS\n  expect: {min_files: 12}\n"
-    )
-    return scenario
 
 
 @pytest.fixture
