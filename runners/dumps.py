@@ -81,6 +81,8 @@ def identify(path: Path) -> Dump:
 
 def identify_head(head: bytes) -> Dump:
     """What a file is, from its first bytes (decompressed)."""
+    if not head:  # an empty file, or a compressed head too garbled to yield a byte
+        return Dump(None, "unknown")
     if head.startswith(_PG_MAGIC):
         return _postgres_archive(head, "custom")
     if head[257:262] == b"ustar" and head[512:517] == _PG_MAGIC:  # pg_dump -Ft: toc.dat first
@@ -116,8 +118,10 @@ def decompressed_head(head: bytes) -> tuple[str, bytes]:
         if head.startswith(_GZIP_MAGIC):
             return "gzip", zlib.decompressobj(wbits=31).decompress(head, HEAD_BYTES)
         if head.startswith(_ZSTD_MAGIC):
-            reader = zstandard.ZstdDecompressor().decompressobj()
-            return "zstd", reader.decompress(head)[:HEAD_BYTES]
+            # A stream reader stops at HEAD_BYTES; a decompressobj would inflate all of it
+            # (a 64 KiB head of zeros is 2 GiB) before the slice.
+            with zstandard.ZstdDecompressor().stream_reader(head) as reader:
+                return "zstd", reader.read(HEAD_BYTES)
         if head.startswith(_XZ_MAGIC):
             return "xz", lzma.LZMADecompressor().decompress(head, HEAD_BYTES)
     except (zlib.error, zstandard.ZstdError, lzma.LZMAError):

@@ -40,8 +40,8 @@ class Expectation:
 
     def holds(self, observed: str | None) -> bool:
         """Whether the observed answer (None: SQL NULL) satisfies the expectation."""
-        if observed is None:
-            return self.operator == "!=" and self.values[0].upper() != "NULL"
+        if observed is None:  # NULL is what `= NULL` asks for, and differs from any value
+            return self.operator == ("=" if self.values[0].upper() == "NULL" else "!=")
         if self.operator == "between":
             low, high = self.values
             return compare(observed, low, operator.ge) and compare(observed, high, operator.le)
