@@ -555,6 +555,11 @@ def sandbox(
     except ImageNotFound as error:
         raise PreflightError(f"sandbox image {spec.image} is not present locally") from error
     except APIError as error:
+        if spec.user and "unable to find user" in str(error.explanation):
+            raise SandboxError(
+                f"sandbox image {spec.image} has no user {spec.user}: it is not an image of "
+                "this kind's engine"
+            ) from error
         raise SandboxError(f"sandbox for {spec.scenario}: {_short(error)}") from error
     finally:
         if container is not None and not keep and not (hand_off and hand_off(container.id)):

@@ -476,8 +476,10 @@ def _equal(left: Any, right: Any) -> bool:
 
 
 def _first_line(text: str) -> str:
-    """A client's error is on its first line (the lines after it quote the SQL)."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+    """A client's error line: the first that says error (clients quote the SQL around it),
+    else the first line."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return next((line for line in lines if "error" in line.lower()), lines[0] if lines else "")
 
 
 def _cell(value: str | None) -> str:

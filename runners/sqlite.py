@@ -73,6 +73,15 @@ class SqliteRunner(DatabaseRunner):
             "detail": result.detail(),
             "seconds": result.seconds,
         }
+        if result.exit_code == 127:  # bash: command not found
+            return [
+                Check.error(
+                    "load",
+                    f"sqlite3 is not in the sandbox image {context.sandbox.spec.image}: "
+                    f"{result.last_line()}",
+                    **fields,
+                )
+            ]
         if result.exit_code != 0:
             return [Check.failed("load", load_failed(result, what), **fields)]
         if dump.format == "sql" and not text_dump_complete(context, located, dump, "COMMIT;"):

@@ -3,7 +3,8 @@
 Run by scripts/demo.sh after setup. Makes demo-work/ (ignored by git): deterministic sample data
 with a sha256sum manifest, a local restic repository holding one fresh snapshot of it, a copy
 with bit rot in a data pack, a copy served over S3 by `rclone serve s3` on 127.0.0.1:9100, and a
-plain tar.zst export of the data on a "NAS" folder and in a bucket.
+plain tar.zst export of the data on a "NAS" folder and in a bucket, a PostgreSQL dump of a billing
+database backed up with restic, and a CRM's SQLite file with a damaged page.
 Then runs `restore-tests drill scenarios/` and prints the RTO history. Exits 0 when every demo
 scenario got the verdict it was built to get.
 """
@@ -16,6 +17,7 @@ import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -33,7 +35,29 @@ EXPECTED = {
     "demo-s3-archive": ("pass", ""),
     "demo-share-tight-rto": ("fail", "exceeds target 0.2s"),
     "demo-share-damaged": ("fail", "damaged data"),
+    "demo-billing-db": ("pass", ""),
+    "demo-crm-sqlite": ("fail", "integrity_check found"),
 }
+POSTGRES_IMAGE = "restore-tests/postgres:15"
+# The demo's billing database: customers and 5,000 invoices, the newest issued an hour ago.
+BILLING_SQL = """
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL);
+INSERT INTO customers SELECT g, 'customer ' || g FROM generate_series(1, 40) g;
+CREATE TABLE invoices (id serial PRIMARY KEY, customer int REFERENCES customers,
+                       amount numeric(10,2), issued_at timestamptz);
+INSERT INTO invoices (customer, amount, issued_at)
+  SELECT 1 + g % 40, (g % 997) * 3.1, now() - interval '1 hour' - g * interval '10 minutes'
+  FROM generate_series(1, 5000) g;
+"""
+DUMP_SCRIPT = """
+set -e
+initdb -D /scratch/data -U postgres --auth=trust --no-sync >/dev/null
+pg_ctl -D /scratch/data -l /scratch/log -w \
+  -o "-c listen_addresses='' -c unix_socket_directories=/scratch" start >/dev/null
+createdb -h /scratch -U postgres billing
+psql -h /scratch -U postgres -d billing -v ON_ERROR_STOP=1 -qf /out/billing.sql
+pg_dump -h /scratch -U postgres -Fc -f /out/billing.dump billing
+"""
 
 
 def say(message: str) -> None:
@@ -121,6 +145,45 @@ def prepare() -> None:
     say(f"flipped 8 bytes in data pack {pack.name[:12]}... of the copy {damaged.name}")
     shutil.copytree(share, WORK / "s3" / "demo-backups" / "share")
     export_archives(data)
+    back_up_databases()
+
+
+def back_up_databases() -> None:
+    """A PostgreSQL dump (pg_dump -Fc, made by the local image's own pg_dump) backed up with
+    restic, as a nightly database job does; and a CRM's SQLite file on the NAS, with a copy
+    whose pages were overwritten (a disk that lied)."""
+    dumps = WORK / "dumps"
+    shutil.rmtree(dumps, ignore_errors=True)
+    (dumps / "var" / "backups").mkdir(parents=True)
+    out = dumps / "out"
+    out.mkdir(mode=0o777)
+    out.chmod(0o777)
+    (out / "billing.sql").write_text(BILLING_SQL)
+    subprocess.run(
+        ["docker", "run", "--rm", "--network", "none", "--cap-drop", "ALL", "--user", "postgres",
+         "--tmpfs", "/scratch:mode=1777", "-v", f"{out}:/out", POSTGRES_IMAGE, "bash", "-c",
+         DUMP_SCRIPT],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    shutil.move(out / "billing.dump", dumps / "var" / "backups" / "billing.dump")
+    repository = WORK / "repos" / "billing"
+    restic("init", repository=repository)
+    restic("backup", "--tag", "pg_dump", "var", cwd=dumps, repository=repository)
+    say(f"dumped the billing database (pg_dump -Fc) and backed it up with restic at {repository}")
+    crm = WORK / "nas-crm"
+    shutil.rmtree(crm, ignore_errors=True)
+    crm.mkdir()
+    with sqlite3.connect(crm / "crm.sqlite3") as database:
+        database.execute("CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT, city TEXT)")
+        database.executemany(
+            "INSERT INTO contacts (name, city) VALUES (?, ?)",
+            [(f"contact {index}", f"city {index % 50}") for index in range(8000)],
+        )
+    content = bytearray((crm / "crm.sqlite3").read_bytes())
+    content[4096 * 3 + 64 : 4096 * 3 + 3064] = b"\xff" * 3000  # a page of the contacts table
+    (crm / "crm.sqlite3").write_bytes(bytes(content))
+    say(f"wrote a CRM database with a damaged page to {crm / 'crm.sqlite3'}")
 
 
 def export_archives(data: Path) -> None:
@@ -227,8 +290,9 @@ def check(results: dict[str, dict[str, object]]) -> int:
             print(f"  {line}")
         return 1
     say(
-        "every demo scenario got its expected verdict: 4 PASS (restic local and S3, a plain "
-        "archive on a NAS and on S3), a too-tight RTO FAIL, a damaged pack FAIL"
+        "every demo scenario got its expected verdict: 5 PASS (restic local and S3, a plain "
+        "archive on a NAS and on S3, a PostgreSQL dump from restic), a too-tight RTO FAIL, a "
+        "damaged pack FAIL, a damaged SQLite database FAIL"
     )
     return 0
 

@@ -142,7 +142,7 @@ def test_every_problem_of_a_file_is_reported_at_once_with_its_line_and_field_pat
 
 def test_problems_in_every_document_of_a_file_are_reported_together(tmp_path: Path) -> None:
     broken_first = minimal("first").replace("  manifest: /data", "  manifets: /data")
-    broken_second = minimal("second").replace("kind: files", "kind: postgres")
+    broken_second = minimal("second").replace("kind: files", "kind: oracle")
     path = write(tmp_path, broken_first + "---\n" + broken_second)
 
     with pytest.raises(ScenarioError) as error:
@@ -150,7 +150,7 @@ def test_problems_in_every_document_of_a_file_are_reported_together(tmp_path: Pa
 
     assert problems_of(error) == [
         (8, "verify.manifets", "unknown field"),
-        (11, "kind", f"unknown kind 'postgres'; expected one of: {KNOWN_KINDS}"),
+        (11, "kind", f"unknown kind 'oracle'; expected one of: {KNOWN_KINDS}"),
     ]
 
 
@@ -197,14 +197,14 @@ def test_invalid_yaml_is_reported_with_the_line_of_the_mistake(tmp_path: Path) -
 
 
 def test_an_unknown_kind_is_rejected_with_the_list_of_known_kinds(tmp_path: Path) -> None:
-    path = write(tmp_path, minimal().replace("kind: files", "kind: postgres"))
+    path = write(tmp_path, minimal().replace("kind: files", "kind: oracle"))
 
     with pytest.raises(ScenarioError) as error:
         load_file(path)
 
     assert "files" in RUNNERS
     assert problems_of(error) == [
-        (2, "kind", f"unknown kind 'postgres'; expected one of: {KNOWN_KINDS}")
+        (2, "kind", f"unknown kind 'oracle'; expected one of: {KNOWN_KINDS}")
     ]
 
 
@@ -606,7 +606,7 @@ def test_a_path_that_does_not_exist_is_reported(tmp_path: Path) -> None:
 
 
 def test_problems_of_every_file_in_a_folder_are_reported_together(tmp_path: Path) -> None:
-    write(tmp_path, minimal("one").replace("kind: files", "kind: postgres"), "a.yaml")
+    write(tmp_path, minimal("one").replace("kind: files", "kind: oracle"), "a.yaml")
     broken = write(tmp_path, "name: [\n", "b.yaml")
 
     with pytest.raises(ScenarioError) as error:
@@ -645,15 +645,13 @@ def test_find_scenarios_with_an_unknown_name_also_shows_why_a_broken_file_was_sk
     tmp_path: Path,
 ) -> None:
     write(tmp_path, minimal("share"), "good.yaml")
-    broken = write(
-        tmp_path, minimal("mail").replace("kind: files", "kind: postgres"), "broken.yaml"
-    )
+    broken = write(tmp_path, minimal("mail").replace("kind: files", "kind: oracle"), "broken.yaml")
 
     with pytest.raises(ScenarioError) as error:
         find_scenarios(["mail"], tmp_path)
 
     assert str(error.value).splitlines() == [
-        f"{broken}:2: kind: unknown kind 'postgres'; expected one of: {KNOWN_KINDS}",
+        f"{broken}:2: kind: unknown kind 'oracle'; expected one of: {KNOWN_KINDS}",
         f"mail: no such file, and no scenario of that name in {tmp_path} (known: share)",
     ]
 
