@@ -10,12 +10,21 @@
 #     a private apt configuration (the system's apt sources are not changed)
 #   - /opt/restore-tests/bin/restic-0.14 (a link to /usr/bin/restic when that is 0.14)
 #   - the Docker engine (dockerd, without systemd), log in /var/log/dockerd.log
-#   - the local image restore-tests/sandbox:bookworm (debootstrap + docker import; no registry)
+#   - local images, built once per machine from Debian packages (no registry is reachable),
+#     each checked in a hardened container before it is tagged (section 4 has the details):
+#       restore-tests/sandbox:bookworm  debootstrap bookworm + docker import (unzip, file, sqlite3)
+#       restore-tests/postgres:15       + bookworm's postgresql-15 (amcheck in contrib), zstd, gzip
+#       restore-tests/mariadb:10.11     + bookworm's mariadb-server, mariadb-client, zstd, gzip
+#       restore-tests/base:trixie       debootstrap trixie + docker import, and FROM it:
+#       restore-tests/postgres:17       trixie's postgresql-17 (amcheck in contrib), zstd, gzip
+#     A fresh build of all five takes a few minutes; a present image only gets a quick check
+#     (an old sandbox image without sqlite3 fails it and is rebuilt).
 #   - a virtualenv in .venv with the project installed (pip install -e '.[test]') and rclone
 #
 # Environment knobs (all optional):
-#   RESTORE_TESTS_DEBIAN_MIRROR   Debian mirror (default http://deb.debian.org/debian)
-#   RESTORE_TESTS_SKIP_IMAGE=1    do not build/verify the sandbox image
+#   RESTORE_TESTS_DEBIAN_MIRROR     Debian mirror (default http://deb.debian.org/debian)
+#   RESTORE_TESTS_SKIP_IMAGE=1      do not build/verify any image
+#   RESTORE_TESTS_SKIP_DB_IMAGES=1  build/verify the sandbox image only, not the database images
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -255,61 +264,276 @@ step_docker() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# 4. Sandbox image (built locally: no registry is reachable)
+# 4. Local images (built here: no registry is reachable)
 # ---------------------------------------------------------------------------------------------
+# restore-tests/sandbox:bookworm   debootstrap bookworm (minbase + unzip, file, sqlite3) + docker import
+# restore-tests/postgres:15        FROM the sandbox image + bookworm's postgresql-15, zstd, gzip
+# restore-tests/mariadb:10.11      FROM the sandbox image + bookworm's mariadb-server/-client, zstd, gzip
+# restore-tests/base:trixie        debootstrap trixie (minbase) + docker import (kept to rebuild :17)
+# restore-tests/postgres:17        FROM base:trixie + trixie's postgresql-17, zstd, gzip
+# The database images add ready-made data directories that the runners copy into /scratch
+# (faster than initdb / mariadb-install-db at every run; see docs/database-engines.md):
+#   /var/lib/restore-tests/pgdata-template   (owner postgres, trust auth, UTF8, C.UTF-8)
+#   /var/lib/restore-tests/mysql-template    (owner mysql, root@localhost without password)
+# Each image is built under NAME-building, checked in a container hardened like the project's
+# sandboxes, and only then tagged NAME. A present image gets a quick check instead.
+TRIXIE_BASE=restore-tests/base:trixie
+PG15_IMAGE=restore-tests/postgres:15
+PG17_IMAGE=restore-tests/postgres:17
+MARIADB_IMAGE=restore-tests/mariadb:10.11
+# The flags restore_tests/sandbox.py runs sandboxes with (the commas are tmpfs mount options).
+# shellcheck disable=SC2054
+HARDENED=(--network none --cap-drop ALL --security-opt no-new-privileges --read-only
+    --tmpfs /scratch:rw,nosuid,nodev,size=512m,mode=1777 --tmpfs /tmp:rw,nosuid,nodev,size=256m
+    --tmpfs /run:rw,nosuid,nodev,size=16m)
+# The classic builder: a newer client on PATH may have no buildx.
+export DOCKER_BUILDKIT=0
+
 IMAGE_TMP=
-cleanup_image_tmp() {
+BUILDING_TAG=
+cleanup_rootfs() {
     if [ -n "$IMAGE_TMP" ] && [ -d "$IMAGE_TMP" ]; then
         # A failed debootstrap can leave /proc or /sys mounted inside the target.
         awk -v p="$IMAGE_TMP/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
             while read -r m; do umount -l "$m" || true; done
         rm -rf --one-file-system "$IMAGE_TMP"
     fi
+    IMAGE_TMP=
+}
+cleanup_image_tmp() {
+    cleanup_rootfs
+    # A half-built (or unchecked) image has its temporary tag only: drop it.
+    if [ -n "$BUILDING_TAG" ]; then
+        "$DOCKER" rmi "$BUILDING_TAG" >/dev/null 2>&1 || true
+        BUILDING_TAG=
+    fi
 }
 trap cleanup_image_tmp EXIT
 
-step_image() {
+image_present() { "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
+
+image_size() { # human size of an image, e.g. 486MB
+    "$DOCKER" image ls --format '{{.Size}}' "$1" 2>/dev/null | head -n1
+}
+
+# debootstrap_import SUITE TAG [PKG,PKG...]: a minbase rootfs of SUITE, imported as TAG.
+debootstrap_import() {
+    local suite=$1 tag=$2 include=${3:-}
+    local args=(--variant=minbase) script=()
+    [ -n "$include" ] && args+=("--include=$include")
+    [ -f "$KEYRING" ] && args+=("--keyring=$KEYRING")
+    # bookworm's debootstrap (1.0.128+nmu2+deb12u2) ships scripts/trixie as a link to sid. An
+    # older debootstrap without it: sid's script bootstraps trixie too (4th argument).
+    if [ ! -e "/usr/share/debootstrap/scripts/$suite" ] && [ -e /usr/share/debootstrap/scripts/sid ]; then
+        script=(/usr/share/debootstrap/scripts/sid)
+    fi
+    IMAGE_TMP=$(mktemp -d /var/tmp/restore-tests-rootfs.XXXXXX)
+    log "$tag: debootstrap $suite (minbase${include:+ + $include}) into $IMAGE_TMP"
+    debootstrap "${args[@]}" "$suite" "$IMAGE_TMP/rootfs" "$MIRROR" "${script[@]}" \
+        >"$IMAGE_TMP.log" 2>&1 || {
+        tail -n 30 "$IMAGE_TMP.log" >&2
+        die "debootstrap $suite failed (log: $IMAGE_TMP.log)"
+    }
+    rm -f "$IMAGE_TMP.log"
+    # Smaller image: no downloaded .debs, no apt lists.
+    rm -rf "$IMAGE_TMP/rootfs/var/cache/apt/archives/"*.deb "$IMAGE_TMP/rootfs/var/lib/apt/lists/"*
+    log "$tag: docker import"
+    BUILDING_TAG=$tag-building
+    tar -C "$IMAGE_TMP/rootfs" --numeric-owner -c . |
+        "$DOCKER" import \
+            --change 'CMD ["/bin/sh"]' \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'ENV LANG=C.UTF-8' \
+            - "$BUILDING_TAG" >/dev/null
+    cleanup_rootfs
+}
+
+# docker_build TAG DOCKERFILE: build DOCKERFILE (text; no context) as TAG-building, with the
+# host's network for apt. apt runs inside the build: the host's apt sources are not touched.
+docker_build() {
+    local tag=$1 dockerfile=$2 logf
+    logf=/var/tmp/restore-tests-build-${tag//[\/:]/_}.log
+    BUILDING_TAG=$tag-building
+    log "$tag: docker build (log: $logf)"
+    if ! printf '%s\n' "$dockerfile" |
+        "$DOCKER" build --network host --force-rm -t "$BUILDING_TAG" - >"$logf" 2>&1; then
+        tail -n 30 "$logf" >&2
+        die "docker build of $tag failed (log: $logf)"
+    fi
+    rm -f "$logf"
+}
+
+# promote TAG: the checked TAG-building becomes TAG; an image it replaces is removed when
+# nothing uses it any more.
+promote() {
+    local tag=$1 old=
+    old=$("$DOCKER" image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
+    "$DOCKER" tag "$tag-building" "$tag"
+    "$DOCKER" rmi "$tag-building" >/dev/null
+    BUILDING_TAG=
+    if [ -n "$old" ] && [ "$old" != "$("$DOCKER" image inspect -f '{{.Id}}' "$tag")" ]; then
+        "$DOCKER" rmi "$old" >/dev/null 2>&1 || true
+    fi
+}
+
+# ensure_image NAME TAG BUILD QUICK_CHECK FULL_CHECK: keep TAG when it passes QUICK_CHECK;
+# otherwise BUILD it (as TAG-building), FULL_CHECK that, then tag it.
+# The checks print one line of versions and fail when something is missing.
+ensure_image() {
+    local name=$1 tag=$2 build=$3 quick=$4 full=$5 out t
+    if image_present "$tag"; then
+        if out=$("$quick" "$tag" 2>&1); then
+            log "$name: $tag present, verified ($(printf '%s' "$out" | tr '\n' ' ' | sed 's/ *$//'))"
+            return 0
+        fi
+        warn "$name: $tag fails its check: rebuilding it"
+        printf '%s\n' "$out" | tail -n 5 >&2
+    fi
+    t=$SECONDS
+    "$build" "$tag"
+    if ! out=$("$full" "$tag-building" 2>&1); then
+        printf '%s\n' "$out" | tail -n 30 >&2
+        die "$name: the new image $tag-building fails its check"
+    fi
+    promote "$tag"
+    log "$name: $tag built in $((SECONDS - t))s, $(image_size "$tag") ($(printf '%s' "$out" | tr '\n' ' ' | sed 's/ *$//'))"
+}
+
+# --- sandbox image -----------------------------------------------------------------------------
+build_sandbox() { debootstrap_import bookworm "$1" unzip,file,sqlite3; }
+# An image built before sqlite3 was added fails here, and is rebuilt. ($ expands in the container.)
+# shellcheck disable=SC2016
+check_sandbox() {
+    "$DOCKER" run --rm "${HARDENED[@]}" "$1" \
+        sh -c 'set -e; find / -maxdepth 1 | wc -l; sha256sum --version | head -n1
+            command -v sqlite3 >/dev/null || { echo "no sqlite3"; exit 1; }
+            echo "sqlite3 $(sqlite3 --version | cut -d" " -f1)"'
+}
+
+# --- Debian's trixie base (for PostgreSQL 17) ----------------------------------------------------
+build_trixie_base() { debootstrap_import trixie "$1"; }
+# The scripts below run in the containers: their $ expand there, not here.
+# shellcheck disable=SC2016
+check_trixie_base() {
+    "$DOCKER" run --rm "${HARDENED[@]}" "$1" sh -c 'set -e; . /etc/os-release; echo "$VERSION_CODENAME $(cat /etc/debian_version)"; test "$VERSION_CODENAME" = trixie'
+}
+ensure_trixie_base() {
+    ensure_image "trixie base image" "$TRIXIE_BASE" build_trixie_base check_trixie_base check_trixie_base
+}
+
+# --- PostgreSQL --------------------------------------------------------------------------------
+# pg_dockerfile MAJOR BASE
+pg_dockerfile() {
+    local v=$1 base=$2
+    cat <<EOF
+FROM $base
+# policy-rc.d: no service starts during the install. The package's "main" cluster is dropped
+# (the runners make their own in /scratch); apt lists, .debs and logs are not kept.
+RUN set -e; export DEBIAN_FRONTEND=noninteractive; \\
+    printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; \\
+    apt-get update -q; \\
+    apt-get install -y -q --no-install-recommends postgresql-$v postgresql-client-$v zstd gzip; \\
+    rm -rf /var/lib/postgresql/$v /etc/postgresql/$v /usr/sbin/policy-rc.d; \\
+    apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
+    test -f /usr/share/postgresql/$v/extension/amcheck.control; \\
+    install -d -m 0755 /var/lib/restore-tests; \\
+    install -d -o postgres -g postgres -m 0700 /var/lib/restore-tests/pgdata-template
+USER postgres
+RUN /usr/lib/postgresql/$v/bin/initdb -D /var/lib/restore-tests/pgdata-template --auth=trust \\
+    --username=postgres --encoding=UTF8 --locale=C.UTF-8 --no-sync --no-instructions >/dev/null
+USER root
+ENV PATH=/usr/lib/postgresql/$v/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+EOF
+}
+build_pg15() { docker_build "$1" "$(pg_dockerfile 15 "$SANDBOX_IMAGE")"; }
+build_pg17() {
+    ensure_trixie_base
+    docker_build "$1" "$(pg_dockerfile 17 "$TRIXIE_BASE")"
+}
+# The tools the runners use, the amcheck extension and the template (quick check).
+# shellcheck disable=SC2016
+PG_TOOLS='for b in initdb pg_ctl postgres pg_restore pg_dump psql pg_amcheck pgbench zstd gzip; do
+    command -v "$b" >/dev/null || { echo "missing $b"; exit 1; }; done
+v=$(postgres --version); echo "$v"; m=$(echo "$v" | sed "s/^[^0-9]*\([0-9]*\).*/\1/")
+test -f "/usr/share/postgresql/$m/extension/amcheck.control" || { echo "no amcheck extension"; exit 1; }
+test -s /var/lib/restore-tests/pgdata-template/PG_VERSION || { echo "no template"; exit 1; }'
+check_pg_quick() { "$DOCKER" run --rm "${HARDENED[@]}" --user postgres "$1" sh -c "set -e; $PG_TOOLS"; }
+# ... and the server started from the template as the runners do: a query, amcheck, pg_amcheck.
+# shellcheck disable=SC2016
+check_pg_full() {
+    "$DOCKER" run --rm "${HARDENED[@]}" --user postgres "$1" sh -c "set -e; $PG_TOOLS"'
+cp -a /var/lib/restore-tests/pgdata-template /scratch/pgdata
+pg_ctl -D /scratch/pgdata -l /scratch/pg.log -w -t 30 -s \
+    -o "-c listen_addresses= -c unix_socket_directories=/scratch -c fsync=off" start ||
+    { cat /scratch/pg.log; exit 1; }
+export PGHOST=/scratch PGUSER=postgres
+test "$(psql -X -Atc "select 1")" = 1
+psql -X -q -c "create extension amcheck"
+pg_amcheck -d postgres --heapallindexed
+pg_ctl -D /scratch/pgdata -m fast -w -s stop
+echo "server start, query, amcheck: ok"'
+}
+
+# --- MariaDB -----------------------------------------------------------------------------------
+mariadb_dockerfile() {
+    cat <<EOF
+FROM $SANDBOX_IMAGE
+# The package's /var/lib/mysql is emptied (the runners make their own in /scratch).
+RUN set -e; export DEBIAN_FRONTEND=noninteractive; \\
+    printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; \\
+    apt-get update -q; \\
+    apt-get install -y -q --no-install-recommends mariadb-server mariadb-client zstd gzip; \\
+    rm -rf /var/lib/mysql/* /usr/sbin/policy-rc.d; \\
+    apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
+    install -d -m 0755 /var/lib/restore-tests; \\
+    install -d -o mysql -g mysql -m 0700 /var/lib/restore-tests/mysql-template
+USER mysql
+RUN mariadb-install-db --no-defaults --datadir=/var/lib/restore-tests/mysql-template \\
+    --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve --skip-log-bin \\
+    --force --innodb-log-file-size=16M >/tmp/install-db.log 2>&1 || { cat /tmp/install-db.log; exit 1; }; \\
+    rm -f /tmp/install-db.log
+USER root
+EOF
+}
+build_mariadb() { docker_build "$1" "$(mariadb_dockerfile)"; }
+# shellcheck disable=SC2016
+MARIADB_TOOLS='for b in mariadbd mariadb-install-db mariadb mariadb-check mariadb-dump mariadb-admin zstd gzip; do
+    command -v "$b" >/dev/null || { echo "missing $b"; exit 1; }; done
+mariadbd --version 2>/dev/null | sed "s/ for .*//"
+test -d /var/lib/restore-tests/mysql-template/mysql || { echo "no template"; exit 1; }'
+check_mariadb_quick() { "$DOCKER" run --rm "${HARDENED[@]}" --user mysql "$1" sh -c "set -e; $MARIADB_TOOLS"; }
+# shellcheck disable=SC2016
+check_mariadb_full() {
+    "$DOCKER" run --rm "${HARDENED[@]}" --user mysql "$1" sh -c "set -e; $MARIADB_TOOLS"'
+cp -a /var/lib/restore-tests/mysql-template /scratch/mysql
+mariadbd --no-defaults --datadir=/scratch/mysql --socket=/scratch/mysqld.sock \
+    --pid-file=/scratch/mysqld.pid --skip-networking --skip-name-resolve --skip-log-bin \
+    --log-error=/scratch/mysqld.err --innodb-log-file-size=16M </dev/null >/dev/null 2>&1 &
+i=0
+until mariadb --no-defaults --socket=/scratch/mysqld.sock -u root -N -B -e "select 1" >/dev/null 2>&1; do
+    i=$((i + 1))
+    if [ "$i" -gt 1500 ] || ! kill -0 $! 2>/dev/null; then tail -n 20 /scratch/mysqld.err; exit 1; fi
+    sleep 0.02
+done
+mariadb-check --no-defaults --socket=/scratch/mysqld.sock -u root --all-databases >/dev/null
+mariadb-dump --no-defaults --socket=/scratch/mysqld.sock -u root --all-databases >/dev/null
+kill -TERM "$(cat /scratch/mysqld.pid)"; wait
+echo "server start, query, mariadb-check, mariadb-dump: ok"'
+}
+
+step_images() {
     if [ "${RESTORE_TESTS_SKIP_IMAGE:-}" = 1 ]; then
-        log "sandbox image: skipped (RESTORE_TESTS_SKIP_IMAGE=1)"
+        log "images: skipped (RESTORE_TESTS_SKIP_IMAGE=1)"
         return 0
     fi
-    if "$DOCKER" image inspect "$SANDBOX_IMAGE" >/dev/null 2>&1; then
-        log "sandbox image: $SANDBOX_IMAGE present"
-    else
-        local building=$SANDBOX_IMAGE-building t
-        t=$SECONDS
-        IMAGE_TMP=$(mktemp -d /var/tmp/restore-tests-rootfs.XXXXXX)
-        log "sandbox image: debootstrap bookworm (minbase + unzip, file) into $IMAGE_TMP"
-        debootstrap --variant=minbase --include=unzip,file bookworm "$IMAGE_TMP/rootfs" "$MIRROR" \
-            >"$IMAGE_TMP.log" 2>&1 || {
-            tail -n 30 "$IMAGE_TMP.log" >&2
-            die "debootstrap failed (log: $IMAGE_TMP.log)"
-        }
-        rm -f "$IMAGE_TMP.log"
-        # Smaller image: no downloaded .debs, no apt lists.
-        rm -rf "$IMAGE_TMP/rootfs/var/cache/apt/archives/"*.deb "$IMAGE_TMP/rootfs/var/lib/apt/lists/"*
-        log "sandbox image: docker import"
-        # Import under a temporary tag; the real tag is set only once the import succeeded.
-        tar -C "$IMAGE_TMP/rootfs" --numeric-owner -c . |
-            "$DOCKER" import \
-                --change 'CMD ["/bin/sh"]' \
-                --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-                --change 'ENV LANG=C.UTF-8' \
-                - "$building" >/dev/null
-        "$DOCKER" tag "$building" "$SANDBOX_IMAGE"
-        "$DOCKER" rmi "$building" >/dev/null
-        cleanup_image_tmp
-        IMAGE_TMP=
-        log "sandbox image: $SANDBOX_IMAGE built in $((SECONDS - t))s"
+    ensure_image "sandbox image" "$SANDBOX_IMAGE" build_sandbox check_sandbox check_sandbox
+    if [ "${RESTORE_TESTS_SKIP_DB_IMAGES:-}" = 1 ]; then
+        log "database images: skipped (RESTORE_TESTS_SKIP_DB_IMAGES=1)"
+        return 0
     fi
-    local out
-    if ! out=$("$DOCKER" run --rm --network none --cap-drop ALL --read-only \
-        --security-opt no-new-privileges "$SANDBOX_IMAGE" \
-        sh -c 'find / -maxdepth 1 | wc -l; sha256sum --version | head -1' 2>&1); then
-        printf '%s\n' "$out" >&2
-        die "sandbox image $SANDBOX_IMAGE does not run (remove it with 'docker rmi $SANDBOX_IMAGE' to rebuild)"
-    fi
-    log "sandbox image: verified ($(printf '%s' "$out" | tr '\n' ' '))"
+    ensure_image "postgres 15 image" "$PG15_IMAGE" build_pg15 check_pg_quick check_pg_full
+    ensure_image "mariadb image" "$MARIADB_IMAGE" build_mariadb check_mariadb_quick check_mariadb_full
+    ensure_image "postgres 17 image" "$PG17_IMAGE" build_pg17 check_pg_quick check_pg_full
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -367,7 +591,7 @@ wait_for_apt
 step_packages
 step_restic
 step_docker
-step_image
+step_images
 step_venv
 
 log "---- summary ($((SECONDS - T0))s) ----"
@@ -376,7 +600,10 @@ log "restic 0.14:     $RESTIC14 -> $("$RESTIC14" version 2>/dev/null | head -n1)
 log "restic 0.18:     $RESTIC18 -> $("$RESTIC18" version 2>/dev/null | head -n1)"
 log "docker engine:   $("$DOCKER" version --format '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null) via $DOCKER${DOCKER_API_VERSION:+ with DOCKER_API_VERSION=$DOCKER_API_VERSION}"
 if [ "${RESTORE_TESTS_SKIP_IMAGE:-}" != 1 ]; then
-    log "sandbox image:   $SANDBOX_IMAGE ($("$DOCKER" image inspect -f '{{.Id}}' "$SANDBOX_IMAGE" | cut -c1-19))"
+    for img in "$SANDBOX_IMAGE" "$PG15_IMAGE" "$PG17_IMAGE" "$MARIADB_IMAGE"; do
+        image_present "$img" || continue
+        log "image:           $img ($("$DOCKER" image inspect -f '{{.Id}}' "$img" | cut -c1-19), $(image_size "$img"))"
+    done
 fi
 log "python (.venv):  $VENV/bin/python -> $("$VENV/bin/python" --version 2>&1)"
 log "rclone:          $VENV/bin/rclone -> $("$VENV/bin/rclone" version 2>/dev/null | head -n1)"
