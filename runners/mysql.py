@@ -28,6 +28,8 @@ from runners.dumps import HEAD_BYTES, MYSQL, Dump, decompressed_head, read_head
 SOCKET = "/scratch/mysqld.sock"
 DATA = "/scratch/mysql"
 LOG = "/scratch/mysqld.log"
+PID = "/scratch/mysqld.pid"
+STOP_SECONDS, READY_SECONDS = 30, 60  # the restart's bounds
 DEFAULT_IMAGE = "restore-tests/mariadb:10.11"
 COMPLETE_MARKER = "-- Dump completed"
 # The tools under either name (MariaDB's, or the mysql* names older images keep).
@@ -40,24 +42,50 @@ _CLIENT = f"$CLIENT --no-defaults --socket={SOCKET} -uroot"
 # A server for one load, alone in its sandbox: no network, no binary log, no durability.
 _SERVER = (
     f"--no-defaults --datadir={DATA} --socket={SOCKET} --skip-networking "
-    f"--pid-file=/scratch/mysqld.pid --log-error={LOG} --tmpdir=/tmp --skip-log-bin "
+    f"--pid-file={PID} --log-error={LOG} --tmpdir=/tmp --skip-log-bin "
     "--innodb-buffer-pool-size=128M --innodb-flush-log-at-trx-commit=0 "
     "--innodb-doublewrite=0 --skip-name-resolve --innodb-log-file-size=16M"
 )
+
+
+def _launch(options: str = "") -> str:
+    """The server started in the background: as the start runs it, and the restart (options)."""
+    return (
+        "SERVER=$(pick mariadbd mysqld) || exit 127; "
+        f"nohup $SERVER {_SERVER}{options} </dev/null >/dev/null 2>&1 & "
+    )
+
+
 # The project's image holds a data directory made when it was built: copying it is faster than
 # mariadb-install-db. Any other image gets mariadb-install-db.
 TEMPLATE = "/var/lib/restore-tests/mysql-template"
 _START = (
-    "SERVER=$(pick mariadbd mysqld) || exit 127; "
     f"if [ -d {TEMPLATE} ]; then cp -a {TEMPLATE} {DATA}; else "
     "INSTALL=$(pick mariadb-install-db mysql_install_db) || exit 127; "
     f"$INSTALL --no-defaults --datadir={DATA} --auth-root-authentication-method=normal "
     "--skip-test-db --skip-name-resolve --skip-log-bin --innodb-log-file-size=16M "
     ">/scratch/install.log 2>&1 || { tail -n 5 /scratch/install.log >&2; exit 1; }; fi; "
-    f"nohup $SERVER {_SERVER} </dev/null >/dev/null 2>&1 &"
+    + _launch()
 )
 # `mariadb-admin ping` answers "alive" even when access is denied: only a real query counts.
 _READY = f"[ \"$({_CLIENT} -Nse 'select 1')\" = 1 ]"
+# A dump that loads the mysql schema and ends with FLUSH PRIVILEGES (--all-databases
+# --flush-privileges) gives root the source's password: the client is then refused. SIGTERM
+# stops the server whatever the grants (mariadb-admin shutdown needs a login); the pid file goes
+# when it has stopped (a stopped server stays <defunct> under `sleep infinity`: kill -0 succeeds).
+_RESTART = (
+    f'kill -TERM "$(cat {PID})" || exit 1; SECONDS=0; '
+    f"while [ -e {PID} ]; do [ $SECONDS -lt {STOP_SECONDS} ] || "
+    f"{{ echo 'the server did not stop within {STOP_SECONDS}s' >&2; exit 1; }}; sleep 0.02; done; "
+    + _launch(" --skip-grant-tables")
+    + "SECONDS=0; "
+    f"until {{ {_READY}; }} 2>/dev/null; do kill -0 $! 2>/dev/null || "
+    "{ echo 'the server exited' >&2; exit 1; }; "
+    f"[ $SECONDS -lt {READY_SECONDS} ] || "
+    f"{{ echo 'the server did not answer within {READY_SECONDS}s' >&2; exit 1; }}; "
+    "sleep 0.02; done"
+)
+GRANTS_REPLACED = "the dump replaced the grant tables: restarted without them for the checks"
 _DATABASE_HEADER = re.compile(rb"^-- Host: .*Database: (\S+)", re.MULTILINE)
 _UNESCAPE = {"\\\\": "\\", "\\t": "\t", "\\n": "\n", "\\0": "\0"}
 
@@ -139,7 +167,30 @@ class MysqlRunner(DatabaseRunner):
                 f"{located.path} is cut short: it does not end with '{COMPLETE_MARKER}'",
                 **fields,
             )
-        return Check.passed("load", observed=dump.description, **fields)
+        return self._logged_in(context, Check.passed("load", observed=dump.description, **fields))
+
+    def _logged_in(self, context: RunContext, load: Check) -> Check:
+        """The load's check once the client can log in again: when the dump's grant tables
+        refuse it, the server restarts without them; an ERROR if that fails."""
+        probe = context.sandbox.exec(_shell(_READY), 30.0, user=self.server_user)
+        if probe.exit_code == 0 or "ERROR 1045" not in probe.stderr:
+            return load
+        restart = context.sandbox.exec(
+            _shell(_RESTART), STOP_SECONDS + READY_SECONDS + 10.0, user=self.server_user
+        )
+        if restart.exit_code != 0:
+            log = context.sandbox.log_tail() or "empty"
+            return Check.error(
+                "load",
+                one_line(
+                    "the dump replaced the grant tables and the server did not restart without "
+                    f"them: {restart.reason('restart')}; log: {log}"
+                ),
+                detail=restart.detail(),
+            )
+        load.observed = f"{load.observed}; {GRANTS_REPLACED}"
+        load.detail = "\n".join(text for text in (load.detail, GRANTS_REPLACED) if text)
+        return load
 
     def query_argv(self, context: RunContext, sql: str) -> list[str]:
         name = database_section(context.scenario).name
