@@ -68,6 +68,7 @@ NAME_SCENARIO_CHARACTERS = 64  # restore-tests-<run id>-<scenario>-<suffix> stay
 POLL_SECONDS = 0.1
 READY_ATTEMPT_SECONDS = 10.0  # one try of a readiness command
 READY_POLL_SECONDS = 0.2
+READY_GAVE_UP = 100  # a readiness command's exit code for "the server died: stop waiting"
 DEADLINE_GRACE_SECONDS = 10.0  # past a command's time limit, in case `timeout` did not kill it
 EXIT_WAIT_SECONDS = 2.0  # the engine records an exit a moment after the output stream ends
 OOM_COUNTER_FILES = (
@@ -226,13 +227,18 @@ class Sandbox:
 
     def wait_ready(self, argv: list[str], timeout: float) -> None:
         """Poll argv until it exits 0 (a server accepting queries); SandboxError after timeout,
-        with the command's last line and the container's last log lines."""
+        or at once when argv exits READY_GAVE_UP, with its last line and the log's last lines."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
             result = self.exec(argv, max(1.0, min(READY_ATTEMPT_SECONDS, left)))
             if result.exit_code == 0:
                 return
+            if result.exit_code == READY_GAVE_UP:  # the server is gone: waiting is pointless
+                raise SandboxError(
+                    f"the server in sandbox {self.name} ({self.spec.image}) did not start: "
+                    f"{result.last_line() or 'no output'}; log: {self.log_tail() or 'empty'}"
+                )
             if time.monotonic() >= deadline:
                 raise SandboxError(
                     f"sandbox {self.name} was not ready within {seconds_text(int(timeout))}: "
@@ -252,6 +258,11 @@ class Sandbox:
                 f"could not start the server in sandbox {self.name} ({self.spec.image}): "
                 f"{result.reason(argv[0])}; log: {self.log_tail() or 'empty'}"
             )
+
+    def stop(self) -> None:
+        """Kill every process of the sandbox now (it stays, to be removed as usual)."""
+        with engine_calls(), suppress(NotFound, APIError):
+            self.container.kill()
 
     def log_tail(self, lines: int = 5) -> str:
         """The last lines of the server's log file (spec.log_file) or of the container's log,

@@ -37,8 +37,8 @@ from runners.base import RunContext, Runner, SandboxNeeds
 from runners.dumps import ENGINE_NAMES, Dump, identify
 from runners.expectations import Expectation, compare, parse_expectation, to_time
 
-SCRATCH_MINIMUM = 512 * 1024**2
-SCRATCH_FACTOR = 6  # a compressed dump's tables and indexes take several times its size
+SCRATCH_MINIMUM = 2 * 1024**3
+SCRATCH_FACTOR = 10  # a compressed dump's tables, indexes and WAL take many times its size
 ANSWER_LIMIT_BYTES = 1024**2  # a query's answer is compared whole: it must be small
 READY_TIMEOUT_SECONDS = 60.0
 QUERY_SHOWN = 80  # characters of a query's SQL in a check's name
@@ -134,8 +134,9 @@ class DatabaseSection(StrictModel):
     )
     scratch: Size | None = Field(
         None,
-        description="Disk space for the server's files (default: 6 times the backup's size, at "
-        "least 512 MiB), checked free before the sandbox starts.",
+        description="Disk space for the server's files (default: 10 times the backup's size, at "
+        "least 2 GiB), checked free before the sandbox starts; a load that writes more is "
+        "stopped (a FAIL).",
         examples=["20g"],
     )
     load_timeout: Duration = Field(

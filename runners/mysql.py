@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from restore_tests.results import Check, one_line
+from restore_tests.sandbox import READY_GAVE_UP
 from restore_tests.sandbox_output import ExecResult
 from runners.base import RunContext
 from runners.database import (
@@ -29,6 +30,7 @@ SOCKET = "/scratch/mysqld.sock"
 DATA = "/scratch/mysql"
 LOG = "/scratch/mysqld.log"
 PID = "/scratch/mysqld.pid"
+EXITED = "/scratch/mysqld.exit"  # the server's exit status, once it has exited
 STOP_SECONDS, READY_SECONDS = 30, 60  # the restart's bounds
 DEFAULT_IMAGE = "restore-tests/mariadb:10.11"
 COMPLETE_MARKER = "-- Dump completed"
@@ -51,8 +53,8 @@ _SERVER = (
 def _launch(options: str = "") -> str:
     """The server started in the background: as the start runs it, and the restart (options)."""
     return (
-        "SERVER=$(pick mariadbd mysqld) || exit 127; "
-        f"nohup $SERVER {_SERVER}{options} </dev/null >/dev/null 2>&1 & "
+        f"SERVER=$(pick mariadbd mysqld) || exit 127; rm -f {EXITED}; "
+        f"(nohup $SERVER {_SERVER}{options}; echo $? >{EXITED}) </dev/null >/dev/null 2>&1 & "
     )
 
 
@@ -69,6 +71,11 @@ _START = (
 )
 # `mariadb-admin ping` answers "alive" even when access is denied: only a real query counts.
 _READY = f"[ \"$({_CLIENT} -Nse 'select 1')\" = 1 ]"
+# While the server starts: ready, not yet, or gone (its exit recorded: waiting is pointless).
+_READY_OR_GONE = (
+    f"{_READY} 2>/dev/null && exit 0; [ -e {EXITED} ] && "
+    f'{{ echo "the server exited ($(cat {EXITED}))" >&2; exit {READY_GAVE_UP}; }}; exit 1'
+)
 # A dump that loads the mysql schema and ends with FLUSH PRIVILEGES (--all-databases
 # --flush-privileges) gives root the source's password: the client is then refused. SIGTERM
 # stops the server whatever the grants (mariadb-admin shutdown needs a login); the pid file goes
@@ -123,7 +130,7 @@ class MysqlRunner(DatabaseRunner):
     }
 
     def server_commands(self, scenario: Any) -> tuple[list[str] | None, list[str] | None]:
-        return _shell(_START), _shell(_READY)
+        return _shell(_START), _shell(_READY_OR_GONE)
 
     def load_dump(self, context: RunContext, located: Located, dump: Dump) -> list[Check]:
         section: MysqlDatabase = database_section(context.scenario)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from restore_tests.results import Check, one_line
+from restore_tests.sandbox import READY_GAVE_UP
 from runners.base import RunContext
 from runners.database import (
     DatabaseRunner,
@@ -40,7 +41,7 @@ _PATH = (
 # thrown away), speed is.
 _SERVER_OPTIONS = (
     "-c listen_addresses='' -c unix_socket_directories=/scratch -c fsync=off "
-    "-c full_page_writes=off -c synchronous_commit=off -c max_wal_size=1GB "
+    "-c full_page_writes=off -c synchronous_commit=off -c max_wal_size=256MB "
     "-c dynamic_shared_memory_type=mmap"
 )
 # The project's images hold a data directory made when they were built: copying it takes a
@@ -50,7 +51,15 @@ _START = (
     f"if [ -d {TEMPLATE} ]; then cp -a {TEMPLATE} {DATA}; else "
     f"initdb -D {DATA} -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 "
     f">/scratch/initdb.log 2>&1 || {{ tail -n 5 /scratch/initdb.log >&2; exit 1; }}; fi; "
-    f'pg_ctl -D {DATA} -l {LOG} -w -t 60 -o "{_SERVER_OPTIONS}" start >/dev/null'
+    # In the background: the server comes up while the data is fetched. pg_ctl's exit status
+    # tells the readiness check when it never will.
+    f'(pg_ctl -D {DATA} -l {LOG} -w -t 60 -o "{_SERVER_OPTIONS}" start >/scratch/pg_ctl.out 2>&1; '
+    "echo $? >/scratch/pg_ctl.status) </dev/null >/dev/null 2>&1 &"
+)
+_READY = (
+    f"psql -h {SOCKET} -U postgres -d postgres -XAtqc 'select 1' >/dev/null 2>&1 && exit 0; "
+    'status=$(cat /scratch/pg_ctl.status 2>/dev/null); if [ -n "$status" ] && '
+    f'[ "$status" != 0 ]; then cat /scratch/pg_ctl.out >&2; exit {READY_GAVE_UP}; fi; exit 1'
 )
 # Ownership and grants name roles of the production cluster, which a fresh server lacks: they
 # are not data, so they are not restored (pg_restore --no-owner --no-acl; for plain dumps their
@@ -95,7 +104,7 @@ class PostgresRunner(DatabaseRunner):
     }
 
     def server_commands(self, scenario: Any) -> tuple[list[str] | None, list[str] | None]:
-        return _shell(_START), _shell(f"psql -h {SOCKET} -U postgres -d postgres -XAtqc 'select 1'")
+        return _shell(_START), _shell(_READY)
 
     def load_dump(self, context: RunContext, located: Located, dump: Dump) -> list[Check]:
         section: PostgresDatabase = database_section(context.scenario)

@@ -117,9 +117,13 @@ class FakeSandbox:
     name: str = "fake-sandbox"
     readiness: list[tuple[list[str], float]] = field(default_factory=list)
     started: list[list[str]] = field(default_factory=list)
+    stopped: bool = False
 
     def start(self, argv: list[str], timeout: float) -> None:
         self.started.append(argv)
+
+    def stop(self) -> None:
+        self.stopped = True
 
     def wait_ready(self, argv: list[str], timeout: float) -> None:
         self.readiness.append((argv, timeout))

@@ -77,7 +77,7 @@ def test_the_steps_run_in_order_each_recorded_once_and_none_inside_another(
     ]
 
 
-def test_the_runner_declares_its_sandbox_its_server_is_started_and_awaited_before_the_fetch(
+def test_the_runner_declares_its_sandbox_its_server_starts_before_the_fetch_and_is_awaited_after(
     fake_registries, tmp_path
 ):
     _, sandboxes = run(fake_scenario(tmp_path), tmp_path / "work")

@@ -9,6 +9,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import PASSWORD, PASSWORD_VARIABLE, assert_no_leftovers, history_rows, restic
 from tests.database_helpers import (
+    MARIADB,
     PG15,
     PG17,
     SANDBOX,
@@ -184,6 +186,35 @@ def test_a_plain_dump_that_loads_with_errors_fails_with_the_first_error(
     assert_no_leftovers()
 
 
+def test_a_dump_that_writes_without_end_is_stopped_at_its_scratch_size_and_fails(
+    pg_dumps, tmp_path, history_url
+):
+    text = (pg_dumps / "billing.p").read_text()
+    flood = (
+        "CREATE TABLE public.flood (filler text);\n"
+        "INSERT INTO public.flood SELECT repeat(md5(g::text), 30)\n"
+        "  FROM generate_series(1, 5000000) g;\n"
+    )
+    path = tmp_path / "billing.sql"
+    path.write_text(text.replace("CREATE INDEX", flood + "CREATE INDEX", 1))
+    scenario = pg_scenario(
+        tmp_path,
+        local(path),
+        database="{name: billing, scratch: 300m}",
+        verify="  tables: {min: 1}\n",
+    )
+
+    started = time.monotonic()
+    code, record = check(scenario, history_url)
+
+    assert (code, record["status"]) == (1, "fail"), record["reason"]
+    assert record["reason"].startswith("the sandbox wrote ")
+    assert "more than the 300.0 MiB set aside for it: stopped" in record["reason"]
+    assert time.monotonic() - started < 60  # stopped, not loaded to the end (about 5 GB)
+    assert history_rows(history_url)[0]["reason"] == record["reason"]
+    assert_no_leftovers()
+
+
 def test_a_dump_from_a_newer_server_is_an_error_naming_both_versions(
     tmp_path_factory, tmp_path, history_url
 ):
@@ -270,29 +301,48 @@ def test_a_server_killed_by_the_memory_limit_is_reported_as_out_of_memory(
     assert_no_leftovers()
 
 
-@pytest.fixture(scope="module")
-def broken_postgres_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The real image with a pg_ctl that fails as a server that cannot start does: a FATAL line
-    in the server's log, and pg_ctl's own complaint."""
-    folder = tmp_path_factory.mktemp("broken-image")
-    script = folder / "pg_ctl"
-    script.write_text(
-        "#!/bin/sh\n"
-        "echo 'FATAL:  could not map anonymous shared memory: simulated' >> /scratch/postgres.log\n"
-        "echo 'pg_ctl: could not start server' >&2\nexit 1\n"
-    )
-    script.chmod(0o755)
-    (folder / "Dockerfile").write_text(
-        f"FROM {PG15}\nCOPY pg_ctl /usr/lib/postgresql/15/bin/pg_ctl\n"
-    )
-    tag = "restore-tests-test/broken-postgres:15"
+def broken_image(folder: Path, base: str, binary: str, script: str, tag: str) -> str:
+    """The real image with one program replaced by a script that fails as a server that cannot
+    start does (no network needed: COPY only)."""
+    (folder / "program").write_text(script)
+    (folder / "program").chmod(0o755)
+    (folder / "Dockerfile").write_text(f"FROM {base}\nCOPY program {binary}\n")
     subprocess.run(
         ["docker", "build", "-q", "-t", tag, str(folder)],
         check=True,
         capture_output=True,
         env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )
-    yield tag
+    return tag
+
+
+@pytest.fixture(scope="module")
+def broken_postgres_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A pg_ctl that writes a FATAL line to the server's log and complains, as pg_ctl does."""
+    script = (
+        "#!/bin/sh\n"
+        "echo 'FATAL:  could not map anonymous shared memory: simulated' >> /scratch/postgres.log\n"
+        "echo 'pg_ctl: could not start server' >&2\nexit 1\n"
+    )
+    tag = "restore-tests-test/broken-postgres:15"
+    yield broken_image(
+        tmp_path_factory.mktemp("broken-pg"), PG15, "/usr/lib/postgresql/15/bin/pg_ctl", script, tag
+    )
+    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def broken_mariadb_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A mariadbd that logs an error and exits at once, as a server that cannot start does."""
+    script = (
+        "#!/bin/sh\n"
+        "echo '[ERROR] InnoDB: simulated: cannot allocate the buffer pool' >> /scratch/mysqld.log\n"
+        "exit 1\n"
+    )
+    tag = "restore-tests-test/broken-mariadb:10.11"
+    yield broken_image(
+        tmp_path_factory.mktemp("broken-mariadb"), MARIADB, "/usr/sbin/mariadbd", script, tag
+    )
     subprocess.run(["docker", "rmi", "-f", tag], capture_output=True)
 
 
@@ -307,10 +357,35 @@ def test_a_server_that_does_not_start_is_an_error_with_its_last_log_lines(
     code, record = check(scenario, history_url)
 
     assert (code, record["status"]) == (1, "error"), record["reason"]
-    assert record["reason"].startswith("could not start the server in sandbox restore-tests-")
-    assert "pg_ctl: could not start server" in record["reason"]
+    assert record["reason"].startswith("the server in sandbox restore-tests-")
+    assert (
+        f"({broken_postgres_image}) did not start: pg_ctl: could not start server"
+        in (record["reason"])
+    )
     assert record["reason"].endswith("log: FATAL: could not map anonymous shared memory: simulated")
     assert history_rows(history_url)[0]["status"] == "error"
+    assert_no_leftovers()
+
+
+def test_a_mariadb_server_that_exits_at_start_is_an_error_at_once_with_its_log(
+    mysql_dump, broken_mariadb_image, tmp_path, history_url
+):
+    path = copy(mysql_dump, tmp_path / "shop.sql")
+    scenario = database_scenario(
+        tmp_path, "shop-db", "mysql", local(path), "{name: shop}", MYSQL_VERIFY,
+        extra=f"sandbox: {{image: '{broken_mariadb_image}'}}\n",
+    )  # fmt: skip
+
+    started = time.monotonic()
+    code, record = check(scenario, history_url)
+
+    assert (code, record["status"]) == (1, "error"), record["reason"]
+    assert record["reason"] == (
+        f"the server in sandbox {record['reason'].split()[4]} ({broken_mariadb_image}) did not "
+        "start: the server exited (1); log: [ERROR] InnoDB: simulated: cannot allocate the buffer "
+        "pool"
+    )
+    assert time.monotonic() - started < 30  # not the 60 s readiness limit: it is gone
     assert_no_leftovers()
 
 
