@@ -5,12 +5,13 @@ mariadb-dump or sqlite3 wrote."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import run_cli
+from tests.conftest import PASSWORD, restic, run_cli
 
 PG15, PG17, MARIADB = (
     "restore-tests/postgres:15",
@@ -133,3 +134,32 @@ def check(scenario: Path, history_url: str, **env: str) -> tuple[int, dict[str, 
 
 def checks_by_name(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {check["name"]: check for check in record["checks"]}
+
+
+def copy(source: Path, target: Path) -> Path:
+    """A copy of a dump file or folder at target (its folders made)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:
+        shutil.copyfile(source, target)
+    return target
+
+
+def local(path: Path) -> str:
+    """A local source reading path as it is (no unpacking)."""
+    return f"{{type: local, path: {path}, unpack: none}}"
+
+
+def backed_up_with_restic(binary: str, host: Path, folder: Path) -> str:
+    """A restic repository in folder with one snapshot of host's var/ (restored as /var/...)."""
+    repository = str(folder / "repo")
+    restic(binary, repository, "init")
+    subprocess.run(
+        [binary, "--no-cache", "-r", repository, "backup", "var"],
+        cwd=host,
+        check=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(folder), "RESTIC_PASSWORD": PASSWORD},
+    )
+    return repository

@@ -10,7 +10,6 @@ import io
 import json
 import lzma
 import re
-import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -23,15 +22,15 @@ from tests.conftest import (
     PASSWORD_VARIABLE,
     assert_no_leftovers,
     history_rows,
-    restic,
     run_cli,
 )
 from tests.database_helpers import (
+    backed_up_with_restic,
     check,
     checks_by_name,
+    copy,
     database_scenario,
-    make_mysql_dump,
-    make_postgres_dumps,
+    local,
     make_sqlite_file,
 )
 
@@ -45,44 +44,6 @@ PG_VERIFY = (
 SQLITE_VERIFY = (
     "  tables: {min: 2}\n  queries:\n    - {sql: 'SELECT count(*) FROM contacts', expect: 5000}\n"
 )
-
-
-@pytest.fixture(scope="module")
-def pg_dumps(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_postgres_dumps(tmp_path_factory.mktemp("pg15"))
-
-
-@pytest.fixture(scope="module")
-def mysql_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_mysql_dump(tmp_path_factory.mktemp("mariadb"))
-
-
-def backed_up_with_restic(binary: str, host: Path, folder: Path) -> str:
-    """A restic repository in folder with one snapshot of host's var/ (restored as /var/...).
-    The same steps as the first test of test_databases.py."""
-    repository = str(folder / "repo")
-    restic(binary, repository, "init")
-    subprocess.run(
-        [binary, "--no-cache", "-r", repository, "backup", "var"],
-        cwd=host,
-        check=True,
-        capture_output=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(folder), "RESTIC_PASSWORD": PASSWORD},
-    )
-    return repository
-
-
-def copy(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, target)
-    else:
-        shutil.copyfile(source, target)
-    return target
-
-
-def local(path: Path) -> str:
-    return f"{{type: local, path: {path}, unpack: none}}"
 
 
 def pg_scenario(folder: Path, source: str, database: str = "{name: billing}") -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,16 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PASSWORD, PASSWORD_VARIABLE, assert_no_leftovers, history_rows, restic
+from tests.conftest import PASSWORD, PASSWORD_VARIABLE, assert_no_leftovers, history_rows
 from tests.database_helpers import (
     MARIADB,
     PG15,
     PG17,
     SANDBOX,
+    backed_up_with_restic,
     check,
     checks_by_name,
+    copy,
     database_scenario,
-    make_mysql_dump,
+    local,
     make_postgres_dumps,
     make_sqlite_file,
 )
@@ -49,29 +50,6 @@ SQLITE_VERIFY = (
 )
 
 
-@pytest.fixture(scope="module")
-def pg_dumps(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_postgres_dumps(tmp_path_factory.mktemp("pg15"))
-
-
-@pytest.fixture(scope="module")
-def mysql_dump(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_mysql_dump(tmp_path_factory.mktemp("mariadb"))
-
-
-def copy(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source.is_dir():
-        shutil.copytree(source, target)
-    else:
-        shutil.copyfile(source, target)
-    return target
-
-
-def local(path: Path) -> str:
-    return f"{{type: local, path: {path}, unpack: none}}"
-
-
 def pg_scenario(folder: Path, source: str, verify: str = PG_VERIFY, **fields: str) -> Path:
     database = fields.pop("database", "{name: billing}")
     return database_scenario(folder, "billing-db", "postgres", source, database, verify, **fields)
@@ -86,15 +64,7 @@ def test_a_postgres_dump_restored_from_restic_loads_answers_and_judges_the_rpo_o
     backed_up = tmp_path / "host"
     copy(pg_dumps / "billing.c", backed_up / "var" / "backups" / "billing.dump")
     (backed_up / "var" / "backups" / "other.log").write_text("not the dump\n")
-    repository = str(tmp_path / "repo")
-    restic(restic_binary, repository, "init")
-    subprocess.run(
-        [restic_binary, "--no-cache", "-r", repository, "backup", "var"],
-        cwd=backed_up,
-        check=True,
-        capture_output=True,
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RESTIC_PASSWORD": PASSWORD},
-    )
+    repository = backed_up_with_restic(restic_binary, backed_up, tmp_path)
     source = (
         f"{{type: restic, repository: {repository}, password_env: {PASSWORD_VARIABLE}, "
         f"path: /var/backups/billing.dump, restic_binary: {restic_binary}}}"
@@ -135,7 +105,7 @@ def test_tar_plain_and_gzip_compressed_postgres_dumps_load_and_pass(
     code, record = check(pg_scenario(tmp_path, local(path)), history_url)
 
     assert (code, record["status"]) == (0, "pass"), record["reason"]
-    assert record["checks"][1]["name"] == "load"
+    assert checks_by_name(record)["load"]["status"] == "passed"
     assert_no_leftovers()
 
 
