@@ -17,7 +17,11 @@
 #       restore-tests/mariadb:10.11     + bookworm's mariadb-server, mariadb-client, zstd, gzip, xz
 #       restore-tests/base:trixie       debootstrap trixie + docker import, and FROM it:
 #       restore-tests/postgres:17       trixie's postgresql-17 (amcheck in contrib), zstd, gzip, xz
-#     A fresh build of all five takes a few minutes; a present image only gets a quick check
+#       restore-tests/vm-tools          + bookworm's qemu-utils, qemu-system-x86 (SeaBIOS, no recommends),
+#                                       e2fsprogs, mtools, ntfs-3g, fdisk, util-linux: the vm-image kind
+#       restore-tests/vm-testkit        + a Debian kernel (vmlinuz only), busybox-static, syslinux,
+#                                       dosfstools, cpio: builds bootable test disks (tests, demo)
+#     A fresh build of all seven takes a few minutes; a present image only gets a quick check
 #     (an old sandbox image without sqlite3 fails it and is rebuilt).
 #   - a virtualenv in .venv with the project installed (pip install -e '.[test]') and rclone
 #
@@ -25,6 +29,7 @@
 #   RESTORE_TESTS_DEBIAN_MIRROR     Debian mirror (default http://deb.debian.org/debian)
 #   RESTORE_TESTS_SKIP_IMAGE=1      do not build/verify any image
 #   RESTORE_TESTS_SKIP_DB_IMAGES=1  build/verify the sandbox image only, not the database images
+#   RESTORE_TESTS_SKIP_VM_IMAGES=1  do not build/verify the vm-tools and vm-testkit images
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -271,6 +276,10 @@ step_docker() {
 # restore-tests/mariadb:10.11      FROM the sandbox image + bookworm's mariadb-server/-client, zstd, gzip, xz
 # restore-tests/base:trixie        debootstrap trixie (minbase) + docker import (kept to rebuild :17)
 # restore-tests/postgres:17        FROM base:trixie + trixie's postgresql-17, zstd, gzip, xz
+# restore-tests/vm-tools           FROM the sandbox image + qemu-utils, qemu-system-x86, e2fsprogs,
+#                                  mtools, ntfs-3g, fdisk, util-linux (the vm-image kind's sandbox)
+# restore-tests/vm-testkit         FROM vm-tools + busybox-static, syslinux(-common), dosfstools, cpio
+#                                  and /boot/vmlinuz from linux-image-amd64 (tests and demo only)
 # The database images add ready-made data directories that the runners copy into /scratch
 # (faster than initdb / mariadb-install-db at every run; see docs/database-engines.md):
 #   /var/lib/restore-tests/pgdata-template   (owner postgres, trust auth, UTF8, C.UTF-8)
@@ -281,6 +290,8 @@ TRIXIE_BASE=restore-tests/base:trixie
 PG15_IMAGE=restore-tests/postgres:15
 PG17_IMAGE=restore-tests/postgres:17
 MARIADB_IMAGE=restore-tests/mariadb:10.11
+VM_TOOLS_IMAGE=restore-tests/vm-tools
+VM_TESTKIT_IMAGE=restore-tests/vm-testkit
 # The flags restore_tests/sandbox.py runs sandboxes with (the commas are tmpfs mount options).
 # shellcheck disable=SC2054
 HARDENED=(--network none --cap-drop ALL --security-opt no-new-privileges --read-only
@@ -522,6 +533,112 @@ kill -TERM "$(cat /scratch/mysqld.pid)"; wait
 echo "server start, query, mariadb-check, mariadb-dump: ok"'
 }
 
+# --- VM disk images ----------------------------------------------------------------------------
+# vm-tools: the vm-image kind's sandbox. qemu-system-x86 without its recommends still brings the
+# BIOS and option ROMs it boots with (seabios, ipxe-qemu are dependencies), not its GUI/audio.
+vm_tools_dockerfile() {
+    cat <<EOF
+FROM $SANDBOX_IMAGE
+RUN set -e; export DEBIAN_FRONTEND=noninteractive; \\
+    apt-get update -q; \\
+    apt-get install -y -q --no-install-recommends qemu-utils qemu-system-x86 e2fsprogs mtools \\
+        ntfs-3g fdisk util-linux coreutils; \\
+    apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
+EOF
+}
+build_vm_tools() { docker_build "$1" "$(vm_tools_dockerfile)"; }
+# The tools runners/vm_image.py and runners/disk_images.py run, and the firmware qemu boots with.
+# shellcheck disable=SC2016
+VM_TOOLS='for b in qemu-img qemu-system-x86_64 sfdisk blkid debugfs mke2fs mtype mcopy mformat ntfscat ntfscp mkntfs dd sha256sum grep tail bash; do
+    command -v "$b" >/dev/null || { echo "missing $b"; exit 1; }; done
+for f in bios-256k.bin vgabios-stdvga.bin; do
+    test -e "/usr/share/seabios/$f" || { echo "no /usr/share/seabios/$f"; exit 1; }; done
+qemu-system-x86_64 --version | head -n1 | sed "s/ (.*//"'
+check_vm_tools_quick() {
+    "$DOCKER" run --rm "${HARDENED[@]}" --user 1000:1000 "$1" sh -c "set -e; $VM_TOOLS"
+}
+# ... and each of them on a real tiny disk, as a non-root uid, as the runner uses them: an MBR
+# with a FAT and an ext4 partition, an NTFS image, the disk as qcow2; qemu (SeaBIOS) boots it
+# into a boot sector that writes to the serial port. (No `-w /scratch`: docker 20.10 then resets
+# the tmpfs's mode to 0755 and the non-root uid cannot write to it.)
+# shellcheck disable=SC2016
+check_vm_tools_full() {
+    "$DOCKER" run --rm "${HARDENED[@]}" --user 1000:1000 -e HOME=/scratch -e TMPDIR=/scratch \
+        -e MTOOLS_SKIP_CHECK=1 "$1" bash -c "set -eo pipefail; $VM_TOOLS"'
+cd /scratch
+truncate -s 8M disk.raw
+printf "label: dos\nstart=2048, size=4096, type=c\nstart=6144, type=83\n" | sfdisk -q disk.raw
+# 16-bit boot code: print vm-tools-boot-ok on COM1, then halt.
+printf "\x31\xc0\x8e\xd8\xfc\xbe\x17\x7c\xba\xf8\x03\xac\x84\xc0\x74\x03\xee\xeb\xf8\xfa\xf4\xeb\xfdvm-tools-boot-ok\n\0" |
+    dd of=disk.raw conv=notrunc status=none
+truncate -s 2M fat.img; mformat -i fat.img -T 4096 -h 2 -s 32 ::
+echo fat-ok >f.txt; mcopy -i fat.img f.txt ::/f.txt
+mkdir -p tree/etc; echo ext-ok >tree/etc/hostname
+truncate -s 5M ext.img; mke2fs -q -t ext4 -d tree ext.img
+dd if=fat.img of=disk.raw bs=512 seek=2048 conv=notrunc status=none
+dd if=ext.img of=disk.raw bs=512 seek=6144 conv=notrunc status=none
+test "$(sfdisk --json disk.raw | grep -c "\"start\"")" = 2
+test "$(blkid -p -o value -s TYPE --offset 1048576 disk.raw)" = vfat
+test "$(blkid -p -o value -s TYPE --offset 3145728 disk.raw)" = ext4
+test "$(mtype -i disk.raw@@1048576 ::/f.txt)" = fat-ok
+debugfs -R "dump -p /etc/hostname /scratch/h" "disk.raw?offset=3145728" >/dev/null 2>&1
+test "$(cat h)" = ext-ok
+truncate -s 8M ntfs.img; mkntfs -F -f -q ntfs.img >/dev/null 2>&1
+echo ntfs-ok >n.txt; ntfscp ntfs.img n.txt n.txt
+test "$(ntfscat ntfs.img /n.txt)" = ntfs-ok
+qemu-img convert -f raw -O qcow2 disk.raw disk.qcow2
+qemu-img check -f qcow2 --output=json disk.qcow2 >/dev/null
+qemu-img info -f qcow2 --output=json disk.qcow2 | grep -q "\"virtual-size\": 8388608"
+qemu-img convert -f qcow2 -O raw disk.qcow2 back.raw; cmp disk.raw back.raw
+test "$(sha256sum disk.raw | cut -d" " -f1 | wc -c)" = 65
+qemu-system-x86_64 -machine pc,accel=tcg -m 64 -display none -nic none -no-reboot \
+    -serial file:/scratch/console.log -monitor none \
+    -drive file=disk.qcow2,format=qcow2,if=ide,snapshot=on 2>qemu.err & q=$!
+i=0; until grep -q vm-tools-boot-ok console.log 2>/dev/null; do
+    i=$((i + 1))
+    if [ "$i" -gt 300 ] || ! kill -0 $q 2>/dev/null; then cat qemu.err console.log; exit 1; fi
+    sleep 0.1; done
+kill $q; wait $q || true
+echo "uid $(id -u): qemu-img, sfdisk, blkid, mtools, debugfs, ntfs-3g ok; qemu booted a disk in $((i / 10)).$((i % 10))s"'
+}
+
+# vm-testkit (tests and demo): builds bootable test disks without privileges. Only vmlinuz is
+# taken from linux-image-amd64's kernel package: its modules and the initramfs-tools it pulls in
+# would add hundreds of MB and an initrd the test disks do not use.
+vm_testkit_dockerfile() {
+    cat <<EOF
+FROM $VM_TOOLS_IMAGE
+RUN set -e; export DEBIAN_FRONTEND=noninteractive; \\
+    apt-get update -q; \\
+    apt-get install -y -q --no-install-recommends busybox-static syslinux syslinux-common \\
+        dosfstools cpio e2fsprogs gzip; \\
+    pkg=\$(apt-cache depends linux-image-amd64 | sed -n "s/^ *Depends: \\(linux-image-[0-9].*\\)/\\1/p" | head -n1); \\
+    test -n "\$pkg"; mkdir /tmp/k; cd /tmp/k; apt-get download -q "\$pkg"; \\
+    dpkg-deb --fsys-tarfile ./*.deb | tar -x ./boot; \\
+    install -m 0644 boot/vmlinuz-* /boot/; ln -sf "\$(basename boot/vmlinuz-*)" /boot/vmlinuz; \\
+    echo "\$pkg" >/boot/kernel-package; cd /; rm -rf /tmp/k; \\
+    apt-get clean; rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log
+EOF
+}
+build_vm_testkit() { docker_build "$1" "$(vm_testkit_dockerfile)"; }
+# shellcheck disable=SC2016
+VM_TESTKIT='for b in busybox syslinux mkfs.vfat mcopy cpio mke2fs gzip qemu-system-x86_64; do
+    command -v "$b" >/dev/null || { echo "missing $b"; exit 1; }; done
+test -s /boot/vmlinuz && test -s /usr/lib/syslinux/mbr/mbr.bin || { echo "no kernel or mbr.bin"; exit 1; }
+echo "kernel $(cat /boot/kernel-package), $(busybox | head -n1 | cut -d" " -f1-2)"'
+check_vm_testkit_quick() {
+    "$DOCKER" run --rm "${HARDENED[@]}" --user 1000:1000 "$1" sh -c "set -e; $VM_TESTKIT"
+}
+# ... and SYSLINUX installs on a FAT image without privileges.
+check_vm_testkit_full() {
+    "$DOCKER" run --rm "${HARDENED[@]}" --user 1000:1000 -e HOME=/scratch -e MTOOLS_SKIP_CHECK=1 \
+        "$1" sh -c "set -e; $VM_TESTKIT"'
+cd /scratch
+truncate -s 4M fat.img; mkfs.vfat -n T fat.img >/dev/null
+syslinux --install fat.img; mdir -a -b -i fat.img :: | grep -q ldlinux.sys
+echo "syslinux --install: ok (unprivileged)"'
+}
+
 step_images() {
     if [ "${RESTORE_TESTS_SKIP_IMAGE:-}" = 1 ]; then
         log "images: skipped (RESTORE_TESTS_SKIP_IMAGE=1)"
@@ -530,11 +647,18 @@ step_images() {
     ensure_image "sandbox image" "$SANDBOX_IMAGE" build_sandbox check_sandbox check_sandbox
     if [ "${RESTORE_TESTS_SKIP_DB_IMAGES:-}" = 1 ]; then
         log "database images: skipped (RESTORE_TESTS_SKIP_DB_IMAGES=1)"
-        return 0
+    else
+        ensure_image "postgres 15 image" "$PG15_IMAGE" build_pg15 check_pg_quick check_pg_full
+        ensure_image "mariadb image" "$MARIADB_IMAGE" build_mariadb check_mariadb_quick check_mariadb_full
+        ensure_image "postgres 17 image" "$PG17_IMAGE" build_pg17 check_pg_quick check_pg_full
     fi
-    ensure_image "postgres 15 image" "$PG15_IMAGE" build_pg15 check_pg_quick check_pg_full
-    ensure_image "mariadb image" "$MARIADB_IMAGE" build_mariadb check_mariadb_quick check_mariadb_full
-    ensure_image "postgres 17 image" "$PG17_IMAGE" build_pg17 check_pg_quick check_pg_full
+    if [ "${RESTORE_TESTS_SKIP_VM_IMAGES:-}" = 1 ]; then
+        log "vm images: skipped (RESTORE_TESTS_SKIP_VM_IMAGES=1)"
+    else
+        ensure_image "vm-tools image" "$VM_TOOLS_IMAGE" build_vm_tools check_vm_tools_quick check_vm_tools_full
+        ensure_image "vm-testkit image" "$VM_TESTKIT_IMAGE" build_vm_testkit check_vm_testkit_quick \
+            check_vm_testkit_full
+    fi
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -601,7 +725,8 @@ log "restic 0.14:     $RESTIC14 -> $("$RESTIC14" version 2>/dev/null | head -n1)
 log "restic 0.18:     $RESTIC18 -> $("$RESTIC18" version 2>/dev/null | head -n1)"
 log "docker engine:   $("$DOCKER" version --format '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>/dev/null) via $DOCKER${DOCKER_API_VERSION:+ with DOCKER_API_VERSION=$DOCKER_API_VERSION}"
 if [ "${RESTORE_TESTS_SKIP_IMAGE:-}" != 1 ]; then
-    for img in "$SANDBOX_IMAGE" "$PG15_IMAGE" "$PG17_IMAGE" "$MARIADB_IMAGE"; do
+    for img in "$SANDBOX_IMAGE" "$PG15_IMAGE" "$PG17_IMAGE" "$MARIADB_IMAGE" "$VM_TOOLS_IMAGE" \
+        "$VM_TESTKIT_IMAGE"; do
         image_present "$img" || continue
         log "image:           $img ($("$DOCKER" image inspect -f '{{.Id}}' "$img" | cut -c1-19), $(image_size "$img"))"
     done
