@@ -1,11 +1,11 @@
 """One scenario, end to end, as an ordered list of steps.
 
-preflight -> select -> space -> sandbox -> fetch -> load -> verify -> teardown. A kind's server
-starts with the sandbox and comes up while the data is fetched; its readiness is awaited at the
-start of load. Each step's span is recorded once and no span holds another; the measured RTO
-covers sandbox, fetch, load and verify (the data brought back and shown usable), not the wait for
-disk space. The pipeline knows a source and a runner only through their interfaces
-(sources/base.py, runners/base.py).
+preflight -> select -> space -> sandbox -> fetch -> load -> verify (-> boot) -> teardown. A
+kind's server starts with the sandbox and comes up while the data is fetched; its readiness is
+awaited at the start of load. Each step's span is recorded once and no span holds another; the
+measured RTO covers sandbox, fetch, load, verify and boot (the data brought back and shown
+usable), not the wait for disk space. The pipeline knows a source and a runner only through their
+interfaces (sources/base.py, runners/base.py).
 
 Every outcome becomes a ScenarioResult: a damaged backup is a FAIL, anything that stopped the
 checks from running is an ERROR with a one-line reason. Sandbox and staging are removed on every
@@ -251,6 +251,10 @@ class ScenarioRun:
             with self.clock.phase("verify"), _stopped_by(watch):
                 self.result.checks.extend(self.runner.verify(context))
                 self._judge_content_time(context)
+            _interrupt_point()
+            if self.runner.boots(self.scenario):
+                with self.clock.phase("boot"), _stopped_by(watch):
+                    self.result.checks.extend(self.runner.boot(context))
         _interrupt_point()
         self.result.files, self.result.bytes = context.files, context.bytes
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import socket
 import threading
@@ -68,6 +69,8 @@ NAME_SCENARIO_CHARACTERS = 64  # restore-tests-<run id>-<scenario>-<suffix> stay
 POLL_SECONDS = 0.1
 READY_ATTEMPT_SECONDS = 10.0  # one try of a readiness command
 READY_POLL_SECONDS = 0.2
+LOG_LINES_READ = 40  # of a server's log, searched for its error lines
+_LOG_ERROR = re.compile(r"\b(ERROR|FATAL|PANIC)\b|\[ERROR\]")
 READY_GAVE_UP = 100  # a readiness command's exit code for "the server died: stop waiting"
 DEADLINE_GRACE_SECONDS = 10.0  # past a command's time limit, in case `timeout` did not kill it
 EXIT_WAIT_SECONDS = 2.0  # the engine records an exit a moment after the output stream ends
@@ -265,17 +268,18 @@ class Sandbox:
             self.container.kill()
 
     def log_tail(self, lines: int = 5) -> str:
-        """The last lines of the server's log file (spec.log_file) or of the container's log,
-        as one bounded line."""
+        """The server's log file (spec.log_file) or the container's log, as one bounded line:
+        its last error lines when there are some (a server's cause is often followed by notes
+        of its shutdown), else its last lines."""
         if self.spec.log_file:
-            result = self.exec(["tail", "-n", str(lines), self.spec.log_file], 10.0)
+            result = self.exec(["tail", "-n", str(LOG_LINES_READ), self.spec.log_file], 10.0)
             text = result.stdout if result.exit_code == 0 else ""
         else:
             with engine_calls():
-                text = self.container.logs(tail=lines).decode("utf-8", errors="replace")
-        return printable(" | ".join(line.strip() for line in text.splitlines() if line.strip()))[
-            :300
-        ]
+                text = self.container.logs(tail=LOG_LINES_READ).decode("utf-8", errors="replace")
+        kept = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in kept if _LOG_ERROR.search(line)]
+        return printable(" | ".join((errors or kept)[-lines:]))[:300]
 
     def count_files(self, root: str, timeout: float) -> int:
         """Regular files below root, as seen inside the sandbox (CountFailed if they cannot be).

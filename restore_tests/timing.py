@@ -14,7 +14,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
 
 # Phases whose sum is the measured RTO: from the start of fetch to the end of verification.
-RTO_PHASES = ("fetch", "sandbox", "load", "verify")
+RTO_PHASES = ("fetch", "sandbox", "load", "verify", "boot")
 
 
 def parse_duration(text: str) -> float:
@@ -89,7 +89,8 @@ class PhaseClock:
         return {name: end - begin for name, (begin, end) in self.spans.items()}
 
     def measured_rto(self) -> float | None:
-        """Wall time from the start of fetch to the end of verification (phases may overlap)."""
+        """Wall time from the start of the sandbox or the fetch to the end of verification (or
+        of the boot check, when there is one)."""
         covered = [self.spans[name] for name in RTO_PHASES if name in self.spans]
         if "fetch" not in self.spans or "verify" not in self.spans:
             return None

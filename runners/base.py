@@ -7,6 +7,8 @@ import), and verifies it.
 
 from __future__ import annotations
 
+import os
+import posixpath
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -16,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from restore_tests.model import StrictModel
-from restore_tests.restored import RestoredTree
-from restore_tests.results import Check
+from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree
+from restore_tests.results import Check, name_list
 from restore_tests.sandbox import RESTORE_MOUNT, CountFailed, Sandbox
 from restore_tests.sources.base import RestorePoint
 
@@ -87,10 +89,88 @@ class Runner(ABC):
     def verify(self, context: RunContext) -> list[Check]:
         """The kind's checks on the restored data."""
 
+    def boots(self, scenario: ScenarioBase) -> bool:
+        """Whether the scenario asks to start what was restored (a VM's boot check): its own
+        step and phase after verify, part of the measured RTO."""
+        return False
+
+    def boot(self, context: RunContext) -> list[Check]:
+        """Start what was restored, isolated, and say whether it came up."""
+        return []
+
     def data_time(self, context: RunContext) -> datetime | None:
         """The time of the newest data inside the restored content (a database's newest row),
         when the kind can tell: the RPO then also holds for the content. None by default."""
         return None
+
+
+@dataclass(frozen=True)
+class Located:
+    """The restored file (or folder) a kind reads, and where a sandbox command reads it."""
+
+    path: str  # as in the snapshot: "/var/backups/billing.dump"
+    host_path: Path
+    folder_inside: str  # its folder inside the sandbox (a command's working directory)
+    name: str  # its name in that folder
+    owner: str  # "UID:GID" of its owner: the user that can read it
+
+
+def locate(
+    context: RunContext, declared: str | None, what: str, field_name: str, folder_marker: str = ""
+) -> Located | Check:
+    """What the kind reads: the declared path, else the only file restored, else the folder
+    holding every file when it holds folder_marker (a pg_dump directory's toc.dat); a FAIL
+    check named `what` otherwise."""
+    tree = context.tree
+    if declared is not None:
+        found = tree.lookup(declared)
+        if found.kind not in (REGULAR, DIRECTORY):
+            kind = "is not in the restored data" if found.kind == MISSING else found.kind
+            return Check.failed(what, f"{what} {declared} {kind} ({context.restore_point.shown})")
+        return located(context, found.path)
+    files = sorted(tree.files)
+    if len(files) == 1:
+        return located(context, files[0])
+    folder = posixpath.commonpath(files) if files else ""
+    if files and folder_marker and f"{folder}/{folder_marker}" in tree.files:
+        return located(context, folder)
+    return Check.failed(
+        what,
+        f"the restored data holds {len(files):,} files ({name_list(files)}): name the {what} "
+        f"with {field_name}",
+    )
+
+
+def located(context: RunContext, path: str) -> Located:
+    """A path of the restored tree, made reachable by its owner, who reads it in the sandbox:
+    restored files are never made readable to anyone else, and the original (a local source
+    may hard-link it) is never touched."""
+    host_path = context.data_root / path
+    status = os.stat(host_path, follow_symlinks=False)
+    folder, name = posixpath.split(path)
+    _traversable(context.data_root, folder)
+    return Located(
+        path="/" + path,
+        host_path=host_path,
+        folder_inside=posixpath.join(RESTORE_MOUNT, folder) if folder else RESTORE_MOUNT,
+        name=name,
+        owner=f"{status.st_uid}:{status.st_gid}",
+    )
+
+
+def _traversable(root: Path, folder: str) -> None:
+    """The folders leading to a path get the search bit for others (never the read bit, never
+    a file's mode; the staging folder around them stays private to the drill's user). Links are
+    not followed: the folders are the tree's own."""
+    current = root
+    for part in ["", *(folder.split("/") if folder else [])]:
+        current = current / part if part else current
+        descriptor = os.open(current, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            mode = os.fstat(descriptor).st_mode
+            os.fchmod(descriptor, (mode & 0o7777) | 0o001)
+        finally:
+            os.close(descriptor)
 
 
 def timed(check: Callable[..., Check], *arguments: Any) -> Check:

@@ -17,23 +17,20 @@ from __future__ import annotations
 import csv
 import io
 import os
-import posixpath
 from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
 from restore_tests.model import Duration, Size, SnapshotPath, StrictModel
-from restore_tests.restored import DIRECTORY, MISSING, OPEN_FLAGS, REGULAR
-from restore_tests.results import Check, name_list, one_line
-from restore_tests.sandbox import RESTORE_MOUNT
+from restore_tests.restored import OPEN_FLAGS
+from restore_tests.results import Check, one_line
 from restore_tests.sandbox_output import ExecResult
 from restore_tests.sources.base import RestorePoint
 from restore_tests.timing import format_duration, format_size
-from runners.base import RunContext, Runner, SandboxNeeds
+from runners.base import Located, RunContext, Runner, SandboxNeeds, locate
 from runners.dumps import ENGINE_NAMES, Dump, identify
 from runners.expectations import Expectation, compare, parse_expectation, to_time
 
@@ -154,17 +151,6 @@ class Answer:
     result: ExecResult | None = None
 
 
-@dataclass(frozen=True)
-class Located:
-    """The dump: its path in the restored tree and where a sandbox command reads it."""
-
-    path: str  # relative to the restored data's root
-    host_path: Path
-    folder_inside: str  # its folder inside the sandbox (a command's working directory)
-    name: str  # its name in that folder
-    owner: str  # "UID:GID" of its owner: the user that can read it
-
-
 class DatabaseRunner(Runner):
     """A database kind: start a server, load the dump, then check and query it."""
 
@@ -266,40 +252,8 @@ class DatabaseRunner(Runner):
 
     def locate(self, context: RunContext) -> Located | Check:
         """The dump: database.dump, else the only file restored (or a pg_dump directory)."""
-        section = database_section(context.scenario)
-        tree = context.tree
-        if section.dump is not None:
-            found = tree.lookup(section.dump)
-            if found.kind not in (REGULAR, DIRECTORY):
-                what = "is not in the restored data" if found.kind == MISSING else found.kind
-                return Check.failed(
-                    "dump", f"dump {section.dump} {what} ({context.restore_point.shown})"
-                )
-            return self._located(context, found.path)
-        files = sorted(tree.files)
-        if len(files) == 1:
-            return self._located(context, files[0])
-        folder = posixpath.commonpath(files) if files else ""
-        if files and f"{folder}/toc.dat" in tree.files:
-            return self._located(context, folder)
-        return Check.failed(
-            "dump",
-            f"the restored data holds {len(files):,} files ({name_list(files)}): name the dump "
-            "with database.dump",
-        )
-
-    def _located(self, context: RunContext, path: str) -> Located:
-        host_path = context.data_root / path
-        status = os.stat(host_path, follow_symlinks=False)
-        folder, name = posixpath.split(path)
-        _traversable(context.data_root, folder)
-        return Located(
-            path="/" + path,
-            host_path=host_path,
-            folder_inside=posixpath.join(RESTORE_MOUNT, folder) if folder else RESTORE_MOUNT,
-            name=name,
-            owner=f"{status.st_uid}:{status.st_gid}",
-        )
+        declared = database_section(context.scenario).dump
+        return locate(context, declared, "dump", "database.dump", folder_marker="toc.dat")
 
     def refuse(self, context: RunContext, located: Located, dump: Dump) -> Check | None:
         """A FAIL when the dump is not one this engine loads, or not in the declared format."""
@@ -427,21 +381,6 @@ class DatabaseRunner(Runner):
                 **fields,
             )
         return Check.passed("", proves_data=True, **fields)
-
-
-def _traversable(root: Path, folder: str) -> None:
-    """Let the dump's owner reach it: the folders leading to it get the search bit for others
-    (never the read bit, never a file's mode; the staging folder around them stays private to
-    the drill's user). Links are not followed: the folders are the tree's own."""
-    current = root
-    for part in ["", *(folder.split("/") if folder else [])]:
-        current = current / part if part else current
-        descriptor = os.open(current, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        try:
-            mode = os.fstat(descriptor).st_mode
-            os.fchmod(descriptor, (mode & 0o7777) | 0o001)
-        finally:
-            os.close(descriptor)
 
 
 def database_section(scenario: Any) -> Any:

@@ -90,7 +90,7 @@ class SqliteRunner(DatabaseRunner):
                     "load", f"{located.path} is cut short: a .dump ends with COMMIT;", **fields
                 )
             ]
-        return [Check.passed("load", **fields)]
+        return [Check.passed("load", **{**fields, "observed": dump.description})]
 
     def query_argv(self, context: RunContext, sql: str) -> list[str]:
         return ["sqlite3", "-readonly", "-bail", "-csv", "-header", "-nullvalue", NULL, COPY, sql]

@@ -72,6 +72,7 @@ def test_the_steps_run_in_order_each_recorded_once_and_none_inside_another(
     assert [check.name for check in result.checks] == [
         "fake digest",
         "restored files",
+        "server ready",
         "fake load",
         "fake count",
     ]
