@@ -11,8 +11,10 @@
 
 Cases: pg-j1 and pg-j2 (a pgbench -i -s SCALE database, pg_dump -Fc, restored with -j 1 / -j 2),
 mysql (a mariadb-dump of SCALE x 100,000 generated rows), and with --integrity pg-j2-amcheck
-(integrity: true against pg_amcheck by hand). "ready" is the tool's `sandbox` phase against the
-manual container + server steps. Goals: tool <= 1.1x manual; server ready <= 1.5 s.
+(integrity: true against pg_amcheck by hand). "server ready" is the tool's own "server ready"
+check (the server answered X s after its sandbox started; the server starts in the background
+while the data is fetched) against the manual container + server steps. Goals: tool <= 1.1x
+manual; server ready <= 1.5 s.
 
 Usage: python bench/db_bench.py [--scale 70] [--rounds 3] [--work DIR] [--cases pg-j1,mysql]
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -36,6 +39,7 @@ TOOL = Path(sys.executable).parent / "restore-tests"
 ROWS_PER_SCALE = 100_000  # pgbench_accounts' rows per scale unit; the MariaDB table's too
 MANUAL_CONTAINER = "restore-tests-bench-manual"
 GOAL_RATIO, GOAL_READY = 1.1, 1.5
+READY = "server ready"  # the tool's check; its seconds are kept with the phases, not shown there
 
 PG_PATH = "for d in /usr/lib/postgresql/*/bin; do PATH=$PATH:$d; done; "
 # The same server as runners/postgres.py and runners/mysql.py start: the copy is thrown away.
@@ -248,6 +252,12 @@ def run_tool(case: Case, work: Path) -> tuple[float, dict[str, float]]:
         )
     phases = {name: float(seconds) for name, seconds in record["phases"].items()}
     phases["outside"] = wall - sum(phases.values())  # process start, imports, history, exit
+    # "answered 1.23s after the sandbox started"
+    observed = [c["observed"] for c in record["checks"] if c["name"] == READY] or [""]
+    found = re.search(r"answered ([\d.]+)s", observed[0])
+    if found is None:
+        sys.exit(f"{case.name}: no {READY!r} check with 'answered X.XXs' in the tool's JSON")
+    phases[READY] = float(found.group(1))
     return wall, phases
 
 
@@ -337,9 +347,10 @@ def measure(cases: list[Case], options: argparse.Namespace) -> Results:
                 settle(options.work)
                 results[case.name][name].add(*procedures[name](case))
             tool, manual = (results[case.name][name].walls[-1] for name in procedures)
+            ready = results[case.name]["tool"].parts[READY][-1]
             print(
                 f"round {round_number} {case.name:<14} tool {tool:7.2f} s  manual {manual:7.2f} s"
-                f"  ratio {tool / manual:.3f}  ({' then '.join(order)})",
+                f"  ratio {tool / manual:.3f}  ready {ready:.2f} s  ({' then '.join(order)})",
                 flush=True,
             )
     return results
@@ -352,7 +363,7 @@ def ratio(timings: dict[str, Timing]) -> float:
 
 
 def parts_text(timing: Timing) -> str:
-    return " ".join(f"{name} {timing.median(name):.2f}" for name in timing.parts)
+    return " ".join(f"{name} {timing.median(name):.2f}" for name in timing.parts if name != READY)
 
 
 def print_table(results: Results) -> None:
@@ -365,12 +376,13 @@ def print_table(results: Results) -> None:
         print(f"{'':<14} manual steps (median s): {parts_text(timings['manual'])}")
     print(f"\n{'server ready':<14} {'tool s':>8} {'manual s':>9}  goal <= {GOAL_READY} s")
     for name, timings in results.items():
-        tool = timings["tool"].median("sandbox")
+        tool = timings["tool"].median(READY)
         manual = timings["manual"].median("container") + timings["manual"].median("server")
         verdict = "ok" if tool <= GOAL_READY else "OVER"
         print(f"{name:<14} {tool:8.2f} {manual:9.2f}  {verdict}")
-    print("(tool: its 'sandbox' phase = container start + server init + first real query; "
-          "manual: docker run + the server's start until a query answers)")  # fmt: skip
+    print("(tool: its 'server ready' check = from the sandbox's start until the server answered, "
+          "while the data was fetched; manual: docker run + the server's start until a query "
+          "answers)")  # fmt: skip
 
 
 def print_jobs_gain(results: Results) -> None:
