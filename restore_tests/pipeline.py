@@ -240,7 +240,10 @@ class ScenarioRun:
     def check(self, context: RunContext, needs: SandboxNeeds) -> None:
         """Load and verify, with the kind's scratch space on disk watched while it writes."""
         scratch = self.scratch_folder
-        with watched(scratch, needs.scratch_bytes, lambda: context.sandbox.stop()) as watch:
+        limit = needs.scratch_bytes
+        if needs.scratch_growth_factor is not None:
+            limit = max(limit, needs.scratch_growth_factor * context.tree.bytes)
+        with watched(scratch, limit, lambda: context.sandbox.stop()) as watch:
             with self.clock.phase("load"), _stopped_by(watch):
                 if needs.ready_command:
                     self.say("waiting for the sandbox's server")

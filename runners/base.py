@@ -59,6 +59,10 @@ class SandboxNeeds:
     # staging folder, on disk, whose scratch_bytes are checked free before the sandbox starts
     # and watched while the kind loads (a database's files, larger than memory).
     scratch_on_disk: bool = False
+    # The watch's bound on disk: scratch_bytes, or, when the size was not set by the scenario,
+    # this many times the restored data at the most (a compressible dump expands far beyond
+    # what was checked free; a hostile one is still stopped).
+    scratch_growth_factor: int | None = None
     user: str | None = None  # "UID:GID" or a name known to the image; root otherwise
     environment: dict[str, str] = field(default_factory=dict)
     start_command: list[str] | None = None  # run once when the sandbox is up (start a server)
