@@ -19,6 +19,7 @@ from runners.database import (
     DatabaseSection,
     DatabaseVerify,
     Located,
+    copy_template,
     database_section,
     load_failed,
     read_dump,
@@ -62,7 +63,7 @@ def _launch(options: str = "") -> str:
 # mariadb-install-db. Any other image gets mariadb-install-db.
 TEMPLATE = "/var/lib/restore-tests/mysql-template"
 _START = (
-    f"if [ -d {TEMPLATE} ]; then cp -a {TEMPLATE} {DATA}; else "
+    f"if [ -d {TEMPLATE} ]; then {copy_template(TEMPLATE, DATA)}; else "
     "INSTALL=$(pick mariadb-install-db mysql_install_db) || exit 127; "
     f"$INSTALL --no-defaults --datadir={DATA} --auth-root-authentication-method=normal "
     "--skip-test-db --skip-name-resolve --skip-log-bin --innodb-log-file-size=16M "

@@ -19,6 +19,7 @@ from runners.database import (
     DatabaseSection,
     DatabaseVerify,
     Located,
+    copy_template,
     database_section,
     load_failed,
     read_dump,
@@ -48,7 +49,7 @@ _SERVER_OPTIONS = (
 # third of initdb's time. Any other image (the official ones) gets initdb.
 TEMPLATE = "/var/lib/restore-tests/pgdata-template"
 _START = (
-    f"if [ -d {TEMPLATE} ]; then cp -a {TEMPLATE} {DATA}; else "
+    f"if [ -d {TEMPLATE} ]; then {copy_template(TEMPLATE, DATA)}; else "
     f"initdb -D {DATA} -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 "
     f">/scratch/initdb.log 2>&1 || {{ tail -n 5 /scratch/initdb.log >&2; exit 1; }}; fi; "
     # In the background: the server comes up while the data is fetched. pg_ctl's exit status
