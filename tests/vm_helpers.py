@@ -183,3 +183,26 @@ def wiped_partition_table(raw: Path) -> Path:
         handle.seek(446)
         handle.write(b"\0" * 66)
     return raw
+
+
+WIN_INI = "[fonts]\n[extensions]\n[mci extensions]\n"
+_NTFS = """
+set -euo pipefail
+cd /scratch
+truncate -s 16M ntfs.img
+mkntfs -F -f -q -L WINDOWS ntfs.img >/dev/null 2>&1
+printf '%s' "$WIN_INI" >win.ini
+ntfscp -f ntfs.img win.ini win.ini >/dev/null
+truncate -s 20M disk.raw
+printf '%s\\n' 'label: dos' 'start=2048, size=32768, type=7, bootable' | sfdisk -q disk.raw
+dd if=ntfs.img of=disk.raw bs=512 seek=2048 conv=notrunc,sparse status=none
+cp --sparse=always disk.raw /out/windows.raw
+"""
+
+
+def make_ntfs_disk(folder: Path) -> Path:
+    """folder/windows.raw (20 MiB): an MBR and one NTFS partition holding /win.ini (WIN_INI),
+    made with mkntfs and ntfscp (no mount)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _docker_run(TESTKIT, [f"{folder.resolve()}:/out"], _NTFS, {"WIN_INI": WIN_INI})
+    return folder / "windows.raw"
