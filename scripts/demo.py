@@ -37,6 +37,8 @@ EXPECTED = {
     "demo-share-damaged": ("fail", "damaged data"),
     "demo-billing-db": ("pass", ""),
     "demo-crm-sqlite": ("fail", "integrity_check found"),
+    "demo-erp-vm": ("pass", ""),
+    "demo-erp-vm-damaged": ("fail", "qemu-img check found"),
 }
 POSTGRES_IMAGE = "restore-tests/postgres:15"
 # The demo's billing database: customers and 5,000 invoices, the newest issued an hour ago.
@@ -146,6 +148,27 @@ def prepare() -> None:
     shutil.copytree(share, WORK / "s3" / "demo-backups" / "share")
     export_archives(data)
     back_up_databases()
+    make_vm_images()
+
+
+def make_vm_images() -> None:
+    """A small bootable VM disk (MBR, FAT with SYSLINUX, Debian's kernel and a busybox
+    initramfs, ext4 with the guest's files) as qcow2, built without privileges by the tests'
+    own builder; and a copy whose first refcount block was zeroed (metadata damage that
+    qemu-img check sees and a plain copy does not)."""
+    sys.path.insert(0, str(ROOT))
+    from tests.vm_helpers import make_boot_disk, to_qcow2, zeroed_refcount_block
+
+    vms = WORK / "vms"
+    shutil.rmtree(vms, ignore_errors=True)
+    raw = make_boot_disk(vms / "build")
+    healthy = to_qcow2(raw, vms / "erp01" / "erp01.qcow2")
+    damaged = vms / "erp01-damaged" / "erp01.qcow2"
+    damaged.parent.mkdir(parents=True)
+    shutil.copyfile(healthy, damaged)
+    zeroed_refcount_block(damaged)
+    shutil.rmtree(vms / "build")
+    say(f"built a bootable VM disk {healthy} and a copy with a zeroed refcount block")
 
 
 def back_up_databases() -> None:
@@ -290,9 +313,10 @@ def check(results: dict[str, dict[str, object]]) -> int:
             print(f"  {line}")
         return 1
     say(
-        "every demo scenario got its expected verdict: 5 PASS (restic local and S3, a plain "
-        "archive on a NAS and on S3, a PostgreSQL dump from restic), a too-tight RTO FAIL, a "
-        "damaged pack FAIL, a damaged SQLite database FAIL"
+        "every demo scenario got its expected verdict: 6 PASS (restic local and S3, a plain "
+        "archive on a NAS and on S3, a PostgreSQL dump from restic, a VM disk booted), a "
+        "too-tight RTO FAIL, a damaged pack FAIL, a damaged SQLite database FAIL, a VM disk "
+        "with damaged metadata FAIL"
     )
     return 0
 
