@@ -371,8 +371,9 @@ def test_an_image_whose_name_holds_commas_colons_and_question_marks_is_read_plai
     disks, tmp_path, history_url
 ):
     path = copy(disks["raw"], tmp_path / "nas" / "erp01:v2,final?.img")
+    source = f"{{type: local, path: '{path}', unpack: none}}"
 
-    code, record = drill(vm_scenario(tmp_path, local(path), "{format: raw}"), history_url)
+    code, record = drill(vm_scenario(tmp_path, source, "{format: raw}"), history_url)
 
     assert (code, record["status"]) == (0, "pass"), record["reason"]
     assert_no_leftovers()
