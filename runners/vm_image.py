@@ -393,7 +393,7 @@ def _boot_script(fmt: str, boot: Boot) -> str:
         f"kill $q; exit {PANICKED}; fi; "
         f"kill -0 $q 2>/dev/null || {{ cat /scratch/qemu.err >&2; exit {EXITED}; }}; "
         f"[ $SECONDS -ge {int(boot.timeout)} ] && {{ kill $q; exit {TIMED_OUT}; }}; "
-        "sleep 0.2; done"
+        "sleep 0.1; done"
     )
 
 
@@ -411,10 +411,14 @@ def _boot_check(result: ExecResult, boot: Boot, console: str) -> Check:
         panic = next((line for line in lines if "Kernel panic" in line), tail)
         return Check.failed(name, one_line(f"the guest's kernel panicked: {panic}"), **fields)
     if result.exit_code == EXITED:
+        memory = (
+            " (out of memory: give the sandbox more than boot.memory)" if result.oom_killed else ""
+        )
         return Check.failed(
-            name, one_line(f"qemu stopped before {boot.expect_console!r}: {result.last_line()}"),
+            name,
+            one_line(f"qemu stopped before {boot.expect_console!r}{memory}: {result.last_line()}"),
             **fields,
-        )  # fmt: skip
+        )
     if result.exit_code == TIMED_OUT:
         return Check.failed(
             name,

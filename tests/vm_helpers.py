@@ -132,12 +132,17 @@ def make_boot_disk(folder: Path, marker: str = MARKER, *, init: bool = True) -> 
 
 def to_qcow2(raw: Path, target: Path) -> Path:
     """The raw disk converted to qcow2 by qemu-img (in the testkit image)."""
+    return converted(raw, target, "qcow2")
+
+
+def converted(raw: Path, target: Path, image_format: str) -> Path:
+    """The raw disk converted by qemu-img to image_format (qcow2, vmdk, vdi, vhdx)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     _docker_run(
         TESTKIT,
         [f"{raw.resolve().parent}:/in:ro", f"{target.resolve().parent}:/out"],
-        'qemu-img convert -f raw -O qcow2 "/in/$RAW" "/out/$TARGET"',
-        {"RAW": raw.name, "TARGET": target.name},
+        'qemu-img convert -f raw -O "$FORMAT" "/in/$RAW" "/out/$TARGET"',
+        {"RAW": raw.name, "TARGET": target.name, "FORMAT": image_format},
     )
     return target
 
@@ -206,3 +211,25 @@ def make_ntfs_disk(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     _docker_run(TESTKIT, [f"{folder.resolve()}:/out"], _NTFS, {"WIN_INI": WIN_INI})
     return folder / "windows.raw"
+
+
+_GPT = """
+set -euo pipefail
+cd /scratch
+mkdir -p root/etc
+printf '%s' "$HOSTNAME_FILE" >root/etc/hostname
+truncate -s 16M ext.img
+mke2fs -q -t ext4 -E root_owner=0:0 -d root ext.img
+truncate -s 20M disk.raw
+printf '%s\\n' 'label: gpt' 'start=2048, size=32768, type=L, name=erp-root' | sfdisk -q disk.raw
+dd if=ext.img of=disk.raw bs=512 seek=2048 conv=notrunc,sparse status=none
+cp --sparse=always disk.raw /out/gpt.raw
+"""
+
+
+def make_gpt_disk(folder: Path) -> Path:
+    """folder/gpt.raw (20 MiB): a GPT partition table and one ext4 partition holding
+    /etc/hostname (HOSTNAME)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _docker_run(TESTKIT, [f"{folder.resolve()}:/out"], _GPT, {"HOSTNAME_FILE": HOSTNAME})
+    return folder / "gpt.raw"

@@ -20,7 +20,9 @@ from tests.vm_helpers import (
     MARKER,
     WIN_INI,
     broken_qcow2_magic,
+    converted,
     make_boot_disk,
+    make_gpt_disk,
     make_ntfs_disk,
     to_qcow2,
     truncated,
@@ -123,6 +125,24 @@ def test_a_raw_disk_restored_from_restic_is_read_without_a_copy_and_passes(
         == "a raw image has no metadata qemu-img can check"
     )
     assert checks["guest file /etc/hostname"]["status"] == "passed"
+    assert_no_leftovers()
+
+
+@pytest.mark.parametrize("image_format", ["vmdk", "vdi", "vhdx"])
+def test_vmdk_vdi_and_vhdx_images_are_checked_and_read_inside(
+    disks, tmp_path, history_url, image_format
+):
+    path = converted(disks["raw"], tmp_path / "nas" / f"erp01.{image_format}", image_format)
+
+    code, record = drill(
+        vm_scenario(tmp_path, local(path), f"{{format: {image_format}, virtual_size: 40m}}"),
+        history_url,
+    )
+
+    assert (code, record["status"]) == (0, "pass"), record["reason"]
+    checks = checks_by_name(record)
+    assert checks["image"]["observed"].startswith(f"{image_format}, virtual size 40.0 MiB")
+    assert checks["guest file /etc/hostname"]["observed"] == HOSTNAME_SHA256
     assert_no_leftovers()
 
 
@@ -376,4 +396,22 @@ def test_an_image_whose_name_holds_commas_colons_and_question_marks_is_read_plai
     code, record = drill(vm_scenario(tmp_path, source, "{format: raw}"), history_url)
 
     assert (code, record["status"]) == (0, "pass"), record["reason"]
+    assert_no_leftovers()
+
+
+def test_a_gpt_disk_has_its_partitions_and_files_read(tmp_path, history_url):
+    path = make_gpt_disk(tmp_path / "nas")
+    verify = (
+        "  partitions: {min: 1}\n"
+        f"  files: [{{path: /etc/hostname, sha256: '{HOSTNAME_SHA256}'}}]\n"
+    )
+
+    code, record = drill(vm_scenario(tmp_path, local(path), "{format: raw}", verify), history_url)
+
+    assert (code, record["status"]) == (0, "pass"), record["reason"]
+    checks = checks_by_name(record)
+    assert checks["partitions"]["observed"] == (
+        "1 (1: 16.0 MiB (type 0FC63DAF-8483-4772-8E79-3D69D8477DE4))"
+    )
+    assert checks["guest file /etc/hostname"]["observed"] == HOSTNAME_SHA256
     assert_no_leftovers()
