@@ -133,6 +133,8 @@ def locate(
             return Check.failed(what, f"{what} {declared} {kind} ({context.restore_point.shown})")
         return located(context, found.path)
     files = sorted(tree.files)
+    if not files:
+        return Check.failed(what, f"the restored data holds no file: there is no {what} to read")
     if len(files) == 1:
         return located(context, files[0])
     folder = posixpath.commonpath(files) if files else ""

@@ -52,7 +52,8 @@ INSERT INTO orders (total, placed_at)
 CREATE TABLE customers (id int PRIMARY KEY, name varchar(40));
 INSERT INTO customers VALUES (1, 'Acme'), (2, NULL);
 """
-MYSQL_SCRIPT = """
+# A MariaDB server in the container, loaded with /out/data.sql; then a dump command follows.
+MYSQL_SERVER = """
 set -e
 mariadb-install-db --no-defaults --datadir=/scratch/m --auth-root-authentication-method=normal \
   --skip-test-db --user=$(id -un) >/dev/null 2>&1
@@ -63,8 +64,10 @@ for i in $(seq 100); do
   sleep 0.1
 done
 mariadb --no-defaults --socket=/scratch/s -uroot < /out/data.sql
-mariadb-dump --no-defaults --socket=/scratch/s -uroot shop > /out/shop.sql
 """
+MYSQL_SCRIPT = (
+    MYSQL_SERVER + "mariadb-dump --no-defaults --socket=/scratch/s -uroot shop > /out/shop.sql\n"
+)
 
 
 def run_in_image(image: str, user: str, script: str, out: Path) -> None:

@@ -252,3 +252,28 @@ def test_a_kept_postgres_sandbox_listens_on_no_network_port_only_on_its_unix_soc
     assert "removed staging" in pruned.stdout
     assert history_rows(history_url)[0]["status"] == "pass"
     assert_no_leftovers()
+
+
+def test_a_restic_path_not_in_the_snapshot_restores_nothing_and_fails(
+    pg_dumps, restic_binary, tmp_path, history_url
+):
+    host = tmp_path / "host"
+    copy(pg_dumps / "billing.c", host / "var" / "backups" / "billing.dump")
+    repository = backed_up_with_restic(restic_binary, host, tmp_path)
+    source = (
+        f"{{type: restic, repository: {repository}, password_env: {PASSWORD_VARIABLE}, "
+        f"path: /var/backups/payroll.dump, restic_binary: {restic_binary}}}"
+    )
+
+    code, record = check(
+        pg_scenario(tmp_path, source), history_url, **{PASSWORD_VARIABLE: PASSWORD}
+    )
+
+    assert (code, record["status"]) == (1, "fail")
+    assert record["reason"].startswith("the restore produced no files (snapshot ")
+    assert "; path /var/backups/payroll.dump is not in the snapshot)" in record["reason"]
+    assert checks_by_name(record)["dump"]["reason"] == (
+        "the restored data holds no file: there is no dump to read"
+    )
+    assert history_rows(history_url)[0]["status"] == "fail"
+    assert_no_leftovers()

@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import assert_no_leftovers, history_rows
 from tests.database_helpers import (
     MARIADB,
+    MYSQL_SERVER,
     check,
     checks_by_name,
     database_scenario,
@@ -25,21 +26,11 @@ CREATE TABLE items (id int PRIMARY KEY, name varchar(40));
 INSERT INTO items SELECT seq, concat('item ', seq) FROM seq_1_to_250;
 ALTER USER root@localhost IDENTIFIED BY 'x';
 """
-# As tests.database_helpers.MYSQL_SCRIPT, but root has a password when the dump is made.
-DUMP_SCRIPT = """
-set -e
-mariadb-install-db --no-defaults --datadir=/scratch/m --auth-root-authentication-method=normal \
-  --skip-test-db --user=$(id -un) >/dev/null 2>&1
-mariadbd --no-defaults --datadir=/scratch/m --socket=/scratch/s --skip-networking \
-  --pid-file=/scratch/p --log-error=/scratch/l --skip-log-bin &
-for i in $(seq 100); do
-  mariadb --no-defaults --socket=/scratch/s -uroot -e 'select 1' >/dev/null 2>&1 && break
-  sleep 0.1
-done
-mariadb --no-defaults --socket=/scratch/s -uroot < /out/data.sql
-mariadb-dump --no-defaults --socket=/scratch/s -uroot -px --all-databases --flush-privileges \
-  > /out/all.sql
-"""
+# The shop, dumped whole while root has a password (the data sets it last).
+DUMP_SCRIPT = MYSQL_SERVER + (
+    "mariadb-dump --no-defaults --socket=/scratch/s -uroot -px --all-databases "
+    "--flush-privileges > /out/all.sql\n"
+)
 VERIFY = "  queries:\n    - {sql: 'SELECT count(*) FROM items', expect: '= 250'}\n"
 
 
