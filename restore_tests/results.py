@@ -109,11 +109,27 @@ class ScenarioResult(_Bounded):
     phases: dict[str, float] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
     kept: str = ""
+    # From the scenario, so that the history can be filtered and grouped without its file.
+    client: str = ""
+    owner: str = ""
+    tags: list[str] = field(default_factory=list)
+    every_seconds: float | None = None
+    # RTO projection: a subset restore (include:) measures throughput; the full restore's RTO
+    # is projected from the restore point's total size. rto_applies_to says which one is judged.
+    full_bytes: int | None = None
+    throughput_bytes_per_second: float | None = None
+    projected_rto_seconds: float | None = None
+    rto_applies_to: str = "restored"
 
     @classmethod
     def begin(cls, scenario: Any, started_at: datetime, **fields: Any) -> ScenarioResult:
         """A result for a scenario (a ScenarioBase), before anything ran."""
         origin = scenario.origin
+        fields.setdefault("client", scenario.client)
+        fields.setdefault("owner", scenario.owner)
+        fields.setdefault("tags", list(scenario.tags))
+        fields.setdefault("every_seconds", scenario.every)
+        fields.setdefault("rto_applies_to", scenario.objectives.rto_applies_to)
         return cls(
             scenario.name,
             scenario.kind,

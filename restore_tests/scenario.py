@@ -84,6 +84,16 @@ class Objectives(StrictModel):
         description="Recovery point objective: the restored snapshot may be at most this old.",
         examples=["26h"],
     )
+    rto_applies_to: Literal["restored", "full"] = Field(
+        "restored",
+        description="What the RTO is held against: the restore as run (`restored`), or, when "
+        "`include:` restores a subset, the full restore projected from the measured throughput "
+        "and the restore point's total size (`full`).",
+        examples=["full"],
+    )
+
+
+DEFAULT_EVERY_SECONDS = 92 * 86400.0
 
 
 class SandboxSettings(StrictModel):
@@ -123,6 +133,18 @@ class ScenarioBase(StrictModel):
         default_factory=list,
         description="Labels to select scenarios with --tag.",
         examples=[["quarterly", "client-acme"]],
+    )
+    client: str = Field(
+        "", max_length=128, description="Who the backup belongs to; views group and filter by it."
+    )
+    owner: str = Field(
+        "", max_length=128, description="Who answers for this scenario (a team, a person)."
+    )
+    every: Duration = Field(
+        DEFAULT_EVERY_SECONDS,
+        description="How often it must be proven: without a pass within this interval the "
+        "scenario is OVERDUE.",
+        examples=["92d", "30d", "7d"],
     )
     source: SourceSettings = Field(
         description="Where the backup comes from; `type` decides the other fields."

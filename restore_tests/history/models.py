@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Statuses beside a verdict (pass, fail, error): a drill or a result under way, and one whose
@@ -45,6 +55,7 @@ class Result(Base):
     """One scenario's outcome within a drill."""
 
     __tablename__ = "results"
+    __table_args__ = (Index("ix_results_scenario_started", "scenario", "started_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     drill_id: Mapped[int] = mapped_column(ForeignKey("drills.id"), index=True)
@@ -70,6 +81,15 @@ class Result(Base):
     rpo_status: Mapped[str] = mapped_column(String(16))
     rpo_basis: Mapped[str] = mapped_column(String(32), default="")
     kept: Mapped[str] = mapped_column(Text, default="")
+    # Schema 0003: who and how often (from the scenario), and the RTO projection.
+    client: Mapped[str] = mapped_column(String(128), default="", index=True)
+    owner: Mapped[str] = mapped_column(String(128), default="")
+    tags: Mapped[str] = mapped_column(Text, default="")  # ",a,b,": one LIKE finds a tag
+    every_seconds: Mapped[float | None] = mapped_column(Float)
+    full_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    throughput_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    projected_rto_seconds: Mapped[float | None] = mapped_column(Float)
+    rto_applies_to: Mapped[str] = mapped_column(String(16), default="restored")
     drill: Mapped[Drill] = relationship(back_populates="results")
     phases: Mapped[list[Phase]] = relationship(
         cascade="all, delete-orphan", order_by="Phase.position"

@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from restore_tests import __version__
 from restore_tests.errors import EnvironmentUnusable, UsageError
 from restore_tests.history.models import (
     ABANDONED,
@@ -33,7 +34,7 @@ from restore_tests.history.models import (
     Result,
 )
 from restore_tests.history.processes import ProcessIdentity
-from restore_tests.results import ERROR, ScenarioResult
+from restore_tests.results import ERROR, PASS, ScenarioResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,12 +48,21 @@ RETRY_PAUSE_SECONDS = 0.5  # then twice that: a short backoff between attempts
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test holds it equal to Alembic's head. Knowing it lets an up-to-date
 # database skip importing Alembic at all (a large part of a short run's start-up time).
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 # Given to a result row left "running" by a drill that did finish: its final write failed.
 NOT_RECORDED = (
     "not recorded: the history database failed when this scenario finished "
     "(its verdict was printed, not stored)"
 )
+
+
+class NewerHistory(EnvironmentUnusable):
+    """The history's schema is newer than this release knows (exit 3, never migrated)."""
+
+
+def known_revisions() -> set[str]:
+    """The revisions on disk: each migration file's name starts with its revision."""
+    return {path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*.py")}
 
 
 def resolve_url(given: str | None) -> str:
@@ -94,6 +104,8 @@ class HistoryStore:
             self.engine = _engine(url)
             self._sessions = sessionmaker(self.engine, expire_on_commit=False)
             self.migrate()
+        except NewerHistory:
+            raise
         except (SQLAlchemyError, ArgumentError, OSError, ImportError) as error:
             # ImportError: the URL names a driver that is not installed (psycopg, pymysql...).
             raise EnvironmentUnusable(
@@ -101,9 +113,20 @@ class HistoryStore:
             ) from error
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (nothing to do in the usual case)."""
-        if self.revision() == SCHEMA_REVISION:
+        """Bring the schema to the newest revision (nothing to do in the usual case).
+
+        A database made by a newer release (a revision this one does not know) is refused:
+        writing to it with an older schema in mind could lose what the newer one records.
+        """
+        revision = self.revision()
+        if revision == SCHEMA_REVISION:
             return
+        if revision is not None and revision not in known_revisions():
+            raise NewerHistory(
+                f"history database {self.display_url} was made by a newer version of "
+                f"restore-tests (schema {revision}; this version {__version__} knows up to "
+                f"{SCHEMA_REVISION}): upgrade restore-tests to read or write it"
+            )
         from alembic import command
         from alembic.config import Config
 
@@ -274,6 +297,15 @@ class HistoryStore:
         with self._session() as session:
             return list(session.scalars(query))
 
+    def last_passes(self, names: Collection[str] | None = None) -> dict[str, datetime]:
+        """When each scenario last passed (UTC, aware); scenarios that never passed are absent."""
+        query = select(Result.scenario, func.max(Result.started_at)).where(Result.status == PASS)
+        if names is not None:
+            query = query.where(Result.scenario.in_(sorted(names)))
+        query = query.group_by(Result.scenario)
+        with self._session() as session:
+            return {name: when.replace(tzinfo=UTC) for name, when in session.execute(query)}
+
     def drills(self) -> list[Drill]:
         with self._session() as session:
             return list(session.scalars(select(Drill).order_by(Drill.started_at.desc())))
@@ -350,7 +382,24 @@ def _result_columns(result: ScenarioResult) -> dict[str, Any]:
         "rpo_status": result.rpo.status,
         "rpo_basis": result.rpo.basis,
         "kept": result.kept,
+        "client": result.client,
+        "owner": result.owner,
+        "tags": tags_column(result.tags),
+        "every_seconds": result.every_seconds,
+        "full_bytes": result.full_bytes,
+        "throughput_bytes_per_second": result.throughput_bytes_per_second,
+        "projected_rto_seconds": result.projected_rto_seconds,
+        "rto_applies_to": result.rto_applies_to,
     }
+
+
+def tags_column(tags: Collection[str]) -> str:
+    """Tags as stored: ",a,b," (or ""), so that `LIKE '%,a,%'` finds one."""
+    return f",{','.join(tags)}," if tags else ""
+
+
+def tags_of(column: str) -> list[str]:
+    return [tag for tag in column.split(",") if tag]
 
 
 def _engine(url: str) -> Engine:

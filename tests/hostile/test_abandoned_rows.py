@@ -160,7 +160,7 @@ def test_a_history_of_the_first_schema_is_upgraded_and_keeps_its_running_drills(
 
     store = HistoryStore(history_url)
 
-    assert store.revision() == SCHEMA_REVISION == "0002"
+    assert store.revision() == SCHEMA_REVISION == "0003"
     [drill] = store.drills()
     assert (drill.run_id, drill.status, drill.pid) == ("run-old", "running", None)
     assert store.mark_abandoned() == []  # its process is unknown: it is never guessed

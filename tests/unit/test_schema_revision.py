@@ -15,11 +15,11 @@ def scripts() -> ScriptDirectory:
 
 
 def test_the_store_knows_the_newest_migration_as_its_schema_revision() -> None:
-    assert scripts().get_current_head() == SCHEMA_REVISION == "0002"
+    assert scripts().get_current_head() == SCHEMA_REVISION == "0003"
 
 
 def test_the_migrations_are_one_line_from_the_first_schema_to_the_newest() -> None:
     chain = [script.revision for script in scripts().walk_revisions()]
 
-    assert chain == ["0002", "0001"]  # newest first; a branch would need a merge revision
-    assert scripts().get_revision("0002").down_revision == "0001"
+    assert chain == ["0003", "0002", "0001"]  # newest first; a branch would need a merge revision
+    assert scripts().get_revision("0003").down_revision == "0002"
