@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from restore_tests.history.models import Result
+from restore_tests.history.store import tags_of
 from restore_tests.results import ScenarioResult
 
 if TYPE_CHECKING:
@@ -29,6 +30,13 @@ SHARED = (
     "source_version",
     "scenario_path",
     "scenario_sha256",
+    "client",
+    "owner",
+    "every_seconds",
+    "full_bytes",
+    "throughput_bytes_per_second",
+    "projected_rto_seconds",
+    "rto_applies_to",
 )
 CHECK_FIELDS = (
     "name",
@@ -49,6 +57,8 @@ def _record(
     checks: list[Any],
 ) -> dict[str, Any]:
     record = {name: getattr(source, name) for name in SHARED}
+    tags = source.tags
+    record["tags"] = tags_of(tags) if isinstance(tags, str) else list(tags)
     record.update(objectives)
     record.update(
         started_at=_iso(source.started_at),
