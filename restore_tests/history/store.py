@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from restore_tests import __version__
 from restore_tests.errors import EnvironmentUnusable, UsageError
@@ -281,21 +281,16 @@ class HistoryStore:
             return set(session.scalars(query))
 
     def results(self, scenario: str | None = None, limit: int | None = 50) -> list[Result]:
-        """Newest first, with their drill, phases and checks loaded."""
-        query = (
-            select(Result)
-            .join(Result.drill)
-            .options(
-                selectinload(Result.phases), selectinload(Result.checks), selectinload(Result.drill)
-            )
-            .order_by(Result.started_at.desc(), Result.id.desc())
+        """Newest first, with their drill, phases and checks loaded (views.results filters more)."""
+        from restore_tests.history import views
+
+        return views.results(
+            self, views.ResultFilter(scenarios=[scenario] if scenario else ()), limit
         )
-        if scenario:
-            query = query.where(Result.scenario == scenario)
-        if limit:
-            query = query.limit(limit)
-        with self._session() as session:
-            return list(session.scalars(query))
+
+    def reading(self) -> AbstractContextManager[Session]:
+        """A session for read-only queries (restore_tests/history/views.py)."""
+        return self._session()
 
     def last_passes(self, names: Collection[str] | None = None) -> dict[str, datetime]:
         """When each scenario last passed (UTC, aware); scenarios that never passed are absent."""
