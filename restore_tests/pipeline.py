@@ -53,7 +53,7 @@ from restore_tests.scratch import ScratchWatch, watched
 from restore_tests.sources import SOURCES
 from restore_tests.sources.base import Fetched, FetchRequest, RestorePoint, Source
 from restore_tests.staging import PRIVATE, create_staging
-from restore_tests.timing import PhaseClock, format_size, judge
+from restore_tests.timing import PhaseClock, format_size, judge, judge_projected_rto, project_rto
 from runners import RUNNERS
 from runners.base import RunContext, Runner, SandboxNeeds
 
@@ -145,9 +145,7 @@ class ScenarioRun:
         fetched, tree = self.fetch(source, point, staging, target)
         context = RunContext(self.scenario, fetched.root, point, box, self.say, tree)
         self.check(context, needs)
-        self.result.rto = judge(
-            "rto", self.clock.measured_rto(), self.scenario.objectives.rto, "measured"
-        )
+        self.judge_rto(point, tree.bytes)
         self.result.conclude()
 
     def preflight(self) -> tuple[Path, Source]:
@@ -170,10 +168,30 @@ class ScenarioRun:
             self.say(f"selecting what to restore in {source.location}")
             point = source.select()
             self.result.snapshot_id, self.result.snapshot_time = point.id, point.time
-            age = None if point.time is None else max((now() - point.time).total_seconds(), 0.0)
+            newest = point.recovery_time  # a drill of an older point: the RPO is the newest's
+            age = None if newest is None else max((now() - newest).total_seconds(), 0.0)
             self.result.rpo = judge("rpo", age, self.scenario.objectives.rpo, point.time_basis)
         _interrupt_point()
         return point
+
+    def judge_rto(self, point: RestorePoint, restored_bytes: int) -> None:
+        """The measured RTO; a subset restore's is also projected to the whole restore point
+        (timing.project_rto), and the objective is held against the projection when the
+        scenario says the RTO applies to the full restore."""
+        objectives, result = self.scenario.objectives, self.result
+        measured = self.clock.measured_rto()
+        if not point.partial:
+            result.rto = judge("rto", measured, objectives.rto, "measured")
+            return
+        result.full_bytes = point.full_bytes
+        projection = project_rto(self.clock.phases, measured, restored_bytes, point.full_bytes)
+        if projection is not None:
+            result.throughput_bytes_per_second = projection.throughput_bytes_per_second
+            result.projected_rto_seconds = projection.projected_seconds
+        if objectives.rto_applies_to == "full":
+            result.rto = judge_projected_rto(measured, objectives.rto, projection)
+        else:
+            result.rto = judge("rto", measured, objectives.rto, "measured")
 
     def make_space(
         self, source: Source, point: RestorePoint, staging: Path, needs: SandboxNeeds
@@ -278,6 +296,8 @@ class ScenarioRun:
     def _judge_content_time(self, context: RunContext) -> None:
         """A kind that can tell how fresh the data inside is (a database's newest row) judges
         the RPO on it when it is older than the backup itself."""
+        if context.restore_point.newest_time is not None:
+            return  # an older point was drawn: its content says nothing of the newest's age
         content_time = self.runner.data_time(context)
         point_time = context.restore_point.time
         if content_time is None or (point_time is not None and content_time >= point_time):

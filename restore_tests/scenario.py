@@ -20,6 +20,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     create_model,
+    model_validator,
 )
 
 from restore_tests.errors import Problem, ScenarioError
@@ -88,9 +89,17 @@ class Objectives(StrictModel):
         "restored",
         description="What the RTO is held against: the restore as run (`restored`), or, when "
         "`include:` restores a subset, the full restore projected from the measured throughput "
-        "and the restore point's total size (`full`).",
+        "and the restore point's total size (`full`; needs `rto`). The projection scales "
+        "fetch, load and verify by full size / restored size and adds sandbox and boot "
+        "unscaled; without a subset the measured RTO is the full one.",
         examples=["full"],
     )
+
+    @model_validator(mode="after")
+    def _full_needs_an_rto(self) -> Objectives:
+        if self.rto_applies_to == "full" and self.rto is None:
+            raise ValueError("rto_applies_to: full needs an rto to hold the projection against")
+        return self
 
 
 DEFAULT_EVERY_SECONDS = 92 * 86400.0

@@ -32,9 +32,13 @@ def verdict_line(record: dict[str, Any]) -> str:
 
 
 def _objective(record: dict[str, Any], name: str) -> str:
+    """'41s / 15m'; an RTO projected to the full restore: '41s (full ~2h10m) / 2h'."""
     measured = record.get(f"{name}_seconds")
     target = record.get(f"{name}_target_seconds")
     text = format_duration(measured)
+    projected = record.get("projected_rto_seconds") if name == "rto" else None
+    if projected is not None:
+        text += f" (full ~{format_duration(projected)})"
     return f"{text} / {format_duration(target)}" if target is not None else text
 
 

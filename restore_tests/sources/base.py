@@ -45,11 +45,23 @@ class RestorePoint:
     size_bytes: int | None = None  # bytes the fetch will write to disk, when known
     description: str = ""  # for progress: "snapshot 1a2b3c4d (2026-11-23 03:00 UTC)"
     label: str = ""  # in a reason: "snapshot 1a2b3c4d", "object nightly/erp.tar.zst"
+    # A fetch of only part of the point (restic include:) is timed and its RTO projected to
+    # the whole point, whose size is full_bytes (None when unknown).
+    partial: bool = False
+    full_bytes: int | None = None
+    # When an older point was drawn (restic random_within:), the time of the newest one that
+    # could have been restored: the RPO is judged on it, not on this point's own age.
+    newest_time: datetime | None = None
 
     @property
     def shown(self) -> str:
         """How a reason names the restore point."""
         return self.label or self.short_id
+
+    @property
+    def recovery_time(self) -> datetime | None:
+        """The time the RPO is judged on: the newest restore point's (see newest_time)."""
+        return self.newest_time or self.time
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,16 @@ source's own checks (restic's per-file errors, restic restore --verify).
 from __future__ import annotations
 
 import os
+import random
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from restore_tests.model import Size, SnapshotPath, StrictModel, VariableName
+from restore_tests.errors import SourceError
+from restore_tests.model import Duration, Size, SnapshotPath, StrictModel, VariableName
 from restore_tests.results import Check, name_list
 from restore_tests.sources.base import (
     SNAPSHOT_TIME,
@@ -26,13 +29,17 @@ from restore_tests.sources.base import (
 )
 from restore_tests.sources.restic_cli import Restic, Snapshot
 from restore_tests.sources.restic_output import RestoreOutcome
+from restore_tests.timing import format_duration
 
 # restic repository locations that are not local paths (everything else is a local path).
 REMOTE_REPOSITORY = re.compile(r"^(s3|sftp|rest|b2|azure|gs|swift|rclone):")
+# Seeds the draw of `random_within:`, so that a drill (or a test) can be replayed.
+SEED_VARIABLE = "RESTORE_TESTS_SEED"
 
 
 class SnapshotFilter(StrictModel):
-    """Pick the newest snapshot that matches every given filter."""
+    """Pick the newest snapshot that matches every given filter (or, with random_within, one
+    at random among the recent matches)."""
 
     tags: list[str] = Field(
         default_factory=list, description="Snapshot has all these tags.", examples=[["nightly"]]
@@ -43,6 +50,45 @@ class SnapshotFilter(StrictModel):
     path: str | None = Field(
         None, description="Snapshot includes this backed-up path.", examples=["/srv/share"]
     )
+    random_within: Duration | None = Field(
+        None,
+        description="Draw a snapshot at random among the matches taken at most this long "
+        "before the drill, so that older restore points get drilled too. The RPO is still "
+        "judged on the newest match; no match within the window is an ERROR. Set "
+        f"{SEED_VARIABLE} to make the draw repeatable.",
+        examples=["30d"],
+    )
+
+    def describe(self) -> str:
+        """'tags nightly, host fs01' as a reason names the filter; empty for no filter."""
+        parts = [f"tags {','.join(self.tags)}"] if self.tags else []
+        parts += [f"host {self.host}"] if self.host else []
+        parts += [f"path {self.path}"] if self.path else []
+        return ", ".join(parts)
+
+
+class Drawn(NamedTuple):
+    snapshot: Snapshot
+    among: int  # how many snapshots were within the window
+
+
+def draw_snapshot(
+    snapshots: list[Snapshot], within_seconds: float, now: datetime, chooser: random.Random
+) -> Drawn | None:
+    """One snapshot at random among those taken at most within_seconds before now (one dated
+    after now, by a skewed clock, is within); None when no snapshot is. The candidates are
+    ordered by time and id, so a seeded chooser draws the same one whatever restic's order."""
+    earliest = now - timedelta(seconds=within_seconds)
+    candidates = sorted(
+        (snapshot for snapshot in snapshots if snapshot.time >= earliest),
+        key=lambda snapshot: (snapshot.time, snapshot.id),
+    )
+    return Drawn(chooser.choice(candidates), len(candidates)) if candidates else None
+
+
+def seeded_random() -> random.Random:
+    """Random draws, repeatable when RESTORE_TESTS_SEED is set (a test, a replayed drill)."""
+    return random.Random(os.environ.get(SEED_VARIABLE))
 
 
 def _snapshot_branch(value: Any) -> str:
@@ -90,13 +136,20 @@ class ResticSettings(SourceSettings):
     snapshot: SnapshotSelector = Field(
         "latest",
         description="'latest', a snapshot id or id prefix, or a filter "
-        "{tags, host, path} (the newest match).",
-        examples=["latest", "4f2c1a9e", {"tags": ["nightly"], "host": "fs01"}],
+        "{tags, host, path} (the newest match; with random_within, a random recent match).",
+        examples=[
+            "latest",
+            "4f2c1a9e",
+            {"tags": ["nightly"], "host": "fs01"},
+            {"tags": ["nightly"], "random_within": "30d"},
+        ],
     )
     include: list[SnapshotPath] = Field(
         default_factory=list,
         description="Restore only these paths of the snapshot (a sample), written as in the "
-        "snapshot, starting with /; `..` is not allowed.",
+        "snapshot, starting with /; `..` is not allowed. The result keeps the throughput and "
+        "the full restore's RTO projected from the snapshot's total size (see "
+        "objectives.rto_applies_to).",
         examples=[["/data/compta"]],
     )
     path: SnapshotPath | None = Field(
@@ -181,6 +234,8 @@ class ResticSource(Source):
         cache = None if no_cache or settings.is_local else scratch / "cache"
         self.restic = Restic(settings, cache)
         self.snapshot: Snapshot | None = None
+        self.chooser = seeded_random()  # draws random_within: snapshots
+        self.drawn: Check | None = None  # says which snapshot was drawn, and the RPO's basis
 
     @property
     def location(self) -> str:
@@ -194,19 +249,56 @@ class ResticSource(Source):
         self.restic.check_reachable()
 
     def select(self) -> RestorePoint:
-        snapshot = self.snapshot = self.restic.select(self.settings.snapshot)
+        selector = self.settings.snapshot
+        if isinstance(selector, SnapshotFilter) and selector.random_within is not None:
+            return self._draw(selector, selector.random_within)
+        self.snapshot = self.restic.select(selector)
+        return self._point(self.snapshot)
+
+    def _draw(self, selector: SnapshotFilter, within: float) -> RestorePoint:
+        """A random match taken within the window; the RPO is judged on the newest match."""
+        matching = self.restic.matching(selector)
+        newest, now = matching[-1], datetime.now(UTC)
+        drawn = draw_snapshot(matching, within, now, self.chooser)
+        window = format_duration(within)
+        if drawn is None:
+            age = format_duration(max((now - newest.time).total_seconds(), 0.0))
+            matching_text = f" matching {selector.describe()}" if selector.describe() else ""
+            raise SourceError(
+                f"no snapshot in {self.location}{matching_text} was taken within {window}: "
+                f"the newest, {newest.short_id}, is {age} old"
+            )
+        snapshot = self.snapshot = drawn.snapshot
+        self.drawn = Check.passed(
+            "random snapshot",
+            observed=f"{_shown(snapshot)} drawn at random among {drawn.among} snapshots taken "
+            f"within {window}; the RPO is judged on the newest, {_shown(newest)}",
+        )
+        older = newest if snapshot.id != newest.id else None
+        return self._point(snapshot, f", drawn at random within {window}", older)
+
+    def _point(
+        self, snapshot: Snapshot, drawn: str = "", newest: Snapshot | None = None
+    ) -> RestorePoint:
+        """The snapshot as a restore point; for a subset (include:) with the full size, the
+        basis of the RTO projection (restic stats on 0.14: one call, only for a subset)."""
+        include = bool(self.settings.include)
         return RestorePoint(
             id=snapshot.id,
             short_id=snapshot.short_id,
             time=snapshot.time,
             time_basis=SNAPSHOT_TIME,
             size_bytes=snapshot.size_bytes,
-            description=f"snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC)",
+            description=_shown(snapshot, drawn),
             label=f"snapshot {snapshot.short_id}",
+            partial=include,
+            full_bytes=self.restic.restore_size(snapshot) if include else None,
+            newest_time=None if newest is None else newest.time,
         )
 
     def space_needed(self, point: RestorePoint) -> int | None:
-        """A full restore's size (restic stats on 0.14); a subset's is not known beforehand."""
+        """A full restore's size (restic stats on 0.14); a subset's is not known beforehand
+        (the point's full_bytes is the whole snapshot's, not what the subset writes)."""
         if self.settings.paths:
             return None
         return self.restic.restore_size(self._selected(point))
@@ -223,6 +315,8 @@ class ResticSource(Source):
             timeout=request.timeout,
         )
         checks = [restore_errors_check(outcome, snapshot)]
+        if self.drawn is not None:
+            checks.insert(0, self.drawn)
         if self.settings.verify and not outcome.damaged_count:
             checks.append(
                 Check.passed(
@@ -240,6 +334,11 @@ class ResticSource(Source):
     def _selected(self, point: RestorePoint) -> Snapshot:
         assert self.snapshot is not None and self.snapshot.id == point.id, "select() first"
         return self.snapshot
+
+
+def _shown(snapshot: Snapshot, note: str = "") -> str:
+    """'snapshot 1a2b3c4d (2026-11-23 03:00 UTC)', a note added inside the brackets."""
+    return f"snapshot {snapshot.short_id} ({snapshot.time:%Y-%m-%d %H:%M} UTC{note})"
 
 
 def restore_errors_check(outcome: RestoreOutcome, snapshot: Snapshot) -> Check:

@@ -247,13 +247,18 @@ class Restic:
             raise SourceError(f"restic snapshots printed no JSON: {output[:120]!r}") from error
         return sorted((_snapshot(record) for record in records or []), key=lambda s: s.time)
 
+    def matching(self, selector: SnapshotFilter) -> list[Snapshot]:
+        """The snapshots matching a filter, oldest first; SourceError when none does."""
+        found = self.snapshots(selector)
+        if not found:
+            which = selector.describe() or "any filter"
+            raise SourceError(f"no snapshot in {self.location} matches {which}")
+        return found
+
     def select(self, selector: str | SnapshotFilter) -> Snapshot:
         """latest, an id or id prefix, or the newest snapshot matching a filter."""
         if not isinstance(selector, str):  # a SnapshotFilter
-            found = self.snapshots(selector)
-            if not found:
-                raise SourceError(f"no snapshot in {self.location} matches {_describe(selector)}")
-            return found[-1]
+            return self.matching(selector)[-1]
         found = self.snapshots()
         if not found:
             raise SourceError(f"no snapshot in {self.location}: the repository is empty")
@@ -386,10 +391,3 @@ def parse_time(text: str) -> datetime:
     base, fraction, zone = match.groups()
     fraction = (fraction or ".0")[:7]
     return datetime.fromisoformat(f"{base}{fraction}{'+00:00' if zone == 'Z' else zone}")
-
-
-def _describe(selector: SnapshotFilter) -> str:
-    parts = [f"tags {','.join(selector.tags)}"] if selector.tags else []
-    parts += [f"host {selector.host}"] if selector.host else []
-    parts += [f"path {selector.path}"] if selector.path else []
-    return ", ".join(parts) or "any filter"
