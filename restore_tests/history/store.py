@@ -66,8 +66,12 @@ def known_revisions() -> set[str]:
 
 
 def resolve_url(given: str | None) -> str:
-    """--db, else $RESTORE_TESTS_DB, else results.db in the current directory."""
-    return given or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+    """--db, else $RESTORE_TESTS_DB, else results.db in the current directory. A plain file
+    path (no "scheme://") is a SQLite file: /var/lib/restore-tests/results.db."""
+    url = given or os.environ.get(URL_VARIABLE) or DEFAULT_URL
+    if "://" not in url:
+        return f"sqlite:///{Path(url).expanduser().absolute()}"
+    return url
 
 
 def busy_seconds() -> float:

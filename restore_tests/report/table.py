@@ -5,27 +5,37 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
-from restore_tests.timing import format_duration, format_size
+from restore_tests.report.proof import proven
+from restore_tests.timing import format_duration
 
-HISTORY_COLUMNS = ("scenario", "when", "status", "RTO / target", "RPO / target", "reason")
+HISTORY_COLUMNS = (
+    "scenario",
+    "when",
+    "status",
+    "RTO / target",
+    "RPO / target",
+    "reason",
+)  # when: local
 REASON_WIDTH = 90
 
 
 def verdict_line(record: dict[str, Any]) -> str:
-    """`PASS  share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files, 3.1 GiB verified`."""
+    """`PASS  share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files hashed (3.1 GiB)`: what was
+    proven (report/proof.py), else the reason; where --keep left the sandbox, on every verdict."""
     status = record["status"].upper()
     head = f"{status:<5} {record['scenario']}"
     if record["status"] == "pass":
         parts = [head, f"RTO {_objective(record, 'rto')}", f"RPO {_objective(record, 'rpo')}"]
-        if record.get("files") is not None and record.get("bytes") is not None:
-            parts.append(f"{record['files']:,} files, {format_size(record['bytes'])} verified")
-        return "  ".join(parts)
-    line = f"{head}  {record['reason']}"
+        line = "  ".join([*parts, proven(record)]).rstrip()
+    else:
+        line = f"{head}  {record['reason']}"
     if record.get("kept"):
         line += f"\n      kept for inspection: {record['kept']}"
     return line
@@ -49,7 +59,19 @@ def _mark(record: dict[str, Any], name: str) -> str:
 
 def _when(record: dict[str, Any]) -> str:
     started = record.get("started_at")
-    return datetime.fromisoformat(started).strftime("%Y-%m-%d %H:%M") if started else "-"
+    return (
+        datetime.fromisoformat(started).astimezone().strftime("%Y-%m-%d %H:%M") if started else "-"
+    )
+
+
+def zone_name() -> str:
+    """The local time zone, for column headers: "when (Europe/Paris)", else "when (CET)"."""
+    named = os.environ.get("TZ", "").lstrip(":")
+    if not named:
+        localtime = Path("/etc/localtime")
+        if localtime.is_symlink() and "zoneinfo/" in str(localtime.resolve()):
+            named = str(localtime.resolve()).split("zoneinfo/", 1)[1]
+    return named or datetime.now().astimezone().tzname() or "local time"
 
 
 def _short(text: str, width: int = REASON_WIDTH) -> str:
@@ -72,7 +94,8 @@ def history_table(records: list[dict[str, Any]]) -> str:
         )
         for record in records
     ]
-    return tabulate(rows, headers=HISTORY_COLUMNS, tablefmt="simple")
+    headers = (HISTORY_COLUMNS[0], f"when ({zone_name()})", *HISTORY_COLUMNS[2:])
+    return tabulate(rows, headers=headers, tablefmt="simple")
 
 
 def drill_table(records: list[dict[str, Any]]) -> str:

@@ -174,9 +174,10 @@ def test_an_unusable_url_is_an_environment_error_naming_the_database(tmp_path):
         HistoryStore("not a database url")
     assert str(raised.value).startswith("history database <invalid URL> is unusable: ")
     shown = run_cli("history", "--db", url, cwd=tmp_path)
-    assert shown.returncode == 3
+    assert shown.returncode == 2
     assert shown.stderr.strip() == (
-        f"restore-tests: history database {url}: folder /nonexistent-dir does not exist"
+        f"restore-tests: no history database at {url} (nothing was created): give its "
+        "location with --db, RESTORE_TESTS_DB or `db` in the configuration file"
     )
     assert not Path("/nonexistent-dir").exists()
 

@@ -5,7 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from restore_tests.report.table import history_table, to_csv, verdict_line
 
@@ -43,9 +47,23 @@ def cells(line: str) -> list[str]:
 # -- the verdict line -------------------------------------------------------------------------
 
 
-def test_a_passing_verdict_shows_objectives_and_what_was_verified() -> None:
+def test_a_passing_verdict_shows_objectives_and_what_was_proven() -> None:
+    manifest = {
+        "name": "manifest /data/SHA256SUMS",
+        "status": "passed",
+        "expected": "1204 files match",
+        "observed": f"1,204 match ({int(3.1 * 1024**3):,} bytes hashed)",
+        "proves_data": True,
+    }
+
+    assert verdict_line(record(checks=[manifest])) == (
+        "PASS  share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files hashed (3.1 GiB)"
+    )
+
+
+def test_a_passing_verdict_without_a_proving_check_says_restored_not_verified() -> None:
     assert verdict_line(record()) == (
-        "PASS  share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files, 3.1 GiB verified"
+        "PASS  share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files restored (3.1 GiB)"
     )
 
 
@@ -55,6 +73,15 @@ def test_a_passing_verdict_without_targets_or_counts_shows_what_is_known() -> No
     )
 
     assert line == "PASS  share  RTO 41s  RPO -"
+
+
+def test_a_passing_verdict_kept_with_keep_says_where_the_sandbox_is() -> None:
+    kept = "sandbox: docker exec -it restore-tests-r-42-share-1 sh ; staging: /tmp/rt/r-42-1"
+
+    assert verdict_line(record(kept=kept)).splitlines() == [
+        "PASS  share  RTO 41s / 15m  RPO 3h12m / 26h  1,204 files restored (3.1 GiB)",
+        f"      kept for inspection: {kept}",
+    ]
 
 
 def test_a_failing_verdict_shows_the_reason() -> None:
@@ -93,6 +120,17 @@ def test_an_empty_history_says_so() -> None:
     assert history_table([]) == "no results in the history yet"
 
 
+@pytest.fixture
+def in_paris(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The local time zone is Europe/Paris for the test, and the process's own afterwards."""
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("in_paris")
 def test_the_history_table_has_one_row_per_result_in_the_given_order() -> None:
     table = history_table(
         [
@@ -109,13 +147,20 @@ def test_the_history_table_has_one_row_per_result_in_the_given_order() -> None:
     )
     header, rule, *rows = table.splitlines()
 
-    assert cells(header) == ["scenario", "when", "status", "RTO / target", "RPO / target", "reason"]
+    assert cells(header) == [
+        "scenario",
+        "when (Europe/Paris)",
+        "status",
+        "RTO / target",
+        "RPO / target",
+        "reason",
+    ]
     assert set(rule.replace(" ", "")) == {"-"}
     assert [cells(row) for row in rows] == [
-        ["share", "2024-05-01 03:00", "PASS", "41s / 15m", "3h12m / 26h"],
+        ["share", "2024-05-01 05:00", "PASS", "41s / 15m", "3h12m / 26h"],
         [
             "share",
-            "2024-04-30 03:00",
+            "2024-04-30 05:00",
             "FAIL",
             "4m12s / 2m !",
             "3h12m / 26h",
