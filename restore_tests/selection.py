@@ -100,7 +100,7 @@ def choose_from_history(
     total = sum(each.weight for each in weighed) or 1.0
     for each in weighed:
         log.info(
-            "%s: weight %.2f (%.0f%% of the draw): %s",
+            "%s: weight %.2f (%.1f%% of the draw): %s",
             each.scenario.name,
             each.weight,
             100 * each.weight / total,
