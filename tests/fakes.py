@@ -40,6 +40,9 @@ class FakeSettings(SourceSettings):
     unreachable: bool = False
     damaged: bool = False  # its own check fails
     space_seconds: float = 0.0  # how long the disk check takes (waiting for removals)
+    fetch_seconds: float = 0.0  # how long the fetch takes at least
+    partial: bool = False  # the files are a subset of the restore point (an include:)
+    full_bytes: int | None = None  # the whole restore point's size, when partial
 
 
 class FakeSource(Source):
@@ -65,6 +68,8 @@ class FakeSource(Source):
             time_basis=FILE_MTIME,
             size_bytes=sum(len(content) for content in self.settings.files.values()),
             label="fake point fake-1",
+            partial=self.settings.partial,
+            full_bytes=self.settings.full_bytes,
         )
 
     def space_needed(self, point: RestorePoint) -> int | None:
@@ -72,6 +77,7 @@ class FakeSource(Source):
         return point.size_bytes
 
     def fetch(self, point: RestorePoint, request: FetchRequest) -> Fetched:
+        time.sleep(self.settings.fetch_seconds)
         for name, content in self.settings.files.items():
             path = request.target / name
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -269,13 +269,16 @@ class ResticSource(Source):
                 f"the newest, {newest.short_id}, is {age} old"
             )
         snapshot = self.snapshot = drawn.snapshot
+        older = snapshot.id != newest.id
+        basis = f"the newest, {_shown(newest)}" if older else "it, the newest"
         self.drawn = Check.passed(
             "random snapshot",
             observed=f"{_shown(snapshot)} drawn at random among {drawn.among} snapshots taken "
-            f"within {window}; the RPO is judged on the newest, {_shown(newest)}",
+            f"within {window}; the RPO is judged on {basis}",
         )
-        older = newest if snapshot.id != newest.id else None
-        return self._point(snapshot, f", drawn at random within {window}", older)
+        return self._point(
+            snapshot, f", drawn at random within {window}", newest if older else None
+        )
 
     def _point(
         self, snapshot: Snapshot, drawn: str = "", newest: Snapshot | None = None
