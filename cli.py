@@ -589,9 +589,9 @@ def prune(
 @db_option
 @click.option(
     "--work-dir",
-    type=click.Path(path_type=Path),
-    default=Path("."),
-    help="The drill's working directory (WorkingDirectory=). Default: the current directory.",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=WORK_DIR_VARIABLE,
+    help="Where the scheduled drill stages restores (its --work-dir; default: the drill's own).",
 )
 @click.option("--name", default="restore-tests-drill", show_default=True, help="Unit name.")
 @click.option("--at", default="03:30", show_default=True, metavar="HH:MM", help="Time of day.")
@@ -621,12 +621,13 @@ def prune(
 )
 def schedule(install: bool, unit_dir: Path | None, cron_dir: Path | None, **options: Any) -> None:
     """Print (or --install) a systemd timer and service, and the equivalent cron job, that
-    run the drill unattended."""
+    run the drill unattended, in the current directory."""
     from restore_tests import schedule as scheduling
     from restore_tests.history.store import resolve_url
 
     options["db_url"] = resolve_url(options["db_url"])
-    request = scheduling.ScheduleRequest(program=scheduling.program_command(), **options)
+    program = scheduling.program_command()
+    request = scheduling.ScheduleRequest(directory=Path.cwd(), program=program, **options)
     plan = scheduling.plan_schedule(request)
     for note in plan.notes:
         click.echo(f"note: {note}", err=True)

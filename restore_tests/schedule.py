@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError
 
 from restore_tests import execute
 from restore_tests.errors import CommandFailed, EnvironmentUnusable, UsageError
+from restore_tests.history.store import URL_VARIABLE
 from restore_tests.scenario import load_paths
 from restore_tests.timing import format_duration
 
@@ -33,6 +34,7 @@ SYSTEMD_RUNTIME = Path("/run/systemd/system")  # exists only when systemd is the
 RANDOMIZED_DELAY = "1h"
 START_TIMEOUT = "12h"  # the whole drill; past it the drill is stopped, and says so
 STOP_TIMEOUT = "5min"  # for the stopped drill to interrupt its restores and remove sandboxes
+WORK_DIR_VARIABLE = "RESTORE_TESTS_WORK_DIR"  # the drill's --work-dir
 CRON_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
 SYSTEMCTL_TIMEOUT_SECONDS = 120.0
 # Debian's cron ignores files in cron.d whose names hold a dot: the name is both.
@@ -64,13 +66,14 @@ class ScheduleRequest:
 
     every: str
     scenarios_dir: Path
-    work_dir: Path
+    directory: Path  # the drill's working directory
     db_url: str
     program: tuple[str, ...]  # how to run restore-tests itself (see program_command)
     name: str = DEFAULT_NAME
     at: str = DEFAULT_AT
     environment_file: Path | None = None
     random_count: int | None = None
+    work_dir: Path | None = None  # where the drill stages restores (its --work-dir)
 
 
 @dataclass(frozen=True)
@@ -110,15 +113,17 @@ def plan_schedule(request: ScheduleRequest) -> Schedule:
         raise UsageError(f"--every {request.every!r}: choose one of {', '.join(PERIODS)}")
     hour, minute = _time_of_day(request.at)
     scenarios_dir = _folder(request.scenarios_dir, "--scenarios-dir")
-    work_dir = _folder(request.work_dir, "--work-dir")
+    environment = [(URL_VARIABLE, history_url(request.db_url))]
+    if request.work_dir:
+        environment.append((WORK_DIR_VARIABLE, str(_absolute(request.work_dir))))
     job = Job(
         request.name,
         PERIODS[request.every],
         hour,
         minute,
         _command(request, scenarios_dir),
-        work_dir,
-        history_url(request.db_url),
+        _folder(request.directory, "the working directory"),
+        tuple(environment),
         _absolute(request.environment_file) if request.environment_file else None,
         scenarios_dir,
     )
@@ -143,8 +148,8 @@ class Job:
     hour: int
     minute: int
     command: tuple[str, ...]  # --db is added from RESTORE_TESTS_DB, which the secrets may set
-    work_dir: Path
-    db_url: str
+    directory: Path
+    environment: tuple[tuple[str, str], ...]  # the history's URL, the staging folder
     environment_file: Path | None
     scenarios_dir: Path
 
@@ -188,14 +193,14 @@ def render_service(job: Job) -> str:
         "",
         "[Service]",
         "Type=oneshot",
-        f"WorkingDirectory={_specifiers(str(job.work_dir))}",
-        f"Environment={_systemd_quoted('RESTORE_TESTS_DB=' + job.db_url)}",
+        f"WorkingDirectory={_specifiers(str(job.directory))}",
+        *(f"Environment={_systemd_quoted(f'{name}={value}')}" for name, value in job.environment),
     ]
     if job.environment_file:
         lines.append(f"EnvironmentFile={_specifiers(str(job.environment_file))}")
     command = " ".join(_exec_word(word) for word in job.command)
     lines += [
-        f"ExecStart={command} --db ${{RESTORE_TESTS_DB}}",
+        f"ExecStart={command} --db ${{{URL_VARIABLE}}}",
         f"TimeoutStartSec={START_TIMEOUT}",
         "# Only the drill is signalled when it is stopped: it interrupts its own restores (SIGINT:",
         "# restic leaves no stale lock) and the reaper it starts still removes the last sandbox.",
@@ -220,14 +225,12 @@ def render_timer(job: Job) -> str:
 
 def render_cron(job: Job) -> str:
     """The /etc/cron.d file: the same command, environment, priority and time bound."""
-    steps = [
-        f"cd {shlex.quote(str(job.work_dir))}",
-        f"export RESTORE_TESTS_DB={shlex.quote(job.db_url)}",
-    ]
+    steps = [f"cd {shlex.quote(str(job.directory))}"]
+    steps += [f"export {name}={shlex.quote(value)}" for name, value in job.environment]
     if job.environment_file:
         steps.append(f"set -a && . {shlex.quote(str(job.environment_file))} && set +a")
     bounded = ["timeout", "-k", "5m", START_TIMEOUT, "nice", "-n", "10", "ionice", "-c2", "-n7"]
-    run = shlex.join([*bounded, *job.command]) + ' --db "$RESTORE_TESTS_DB"'
+    run = shlex.join([*bounded, *job.command]) + f' --db "${URL_VARIABLE}"'
     command = " && ".join([*steps, f"exec {run}"])
     schedule = f"{job.minute} {job.hour} {job.period.cron_days}"
     return (

@@ -3,6 +3,7 @@ and the real command line."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -165,7 +166,11 @@ def test_schedule_every_quarter_prints_both_units_and_the_cron_line_for_pasting(
     assert service["ExecStart"] == (
         f"{sys.executable} {ROOT}/cli.py drill --quiet {folder} --db ${{RESTORE_TESTS_DB}}"
     )
-    assert service["Environment"] == f'"RESTORE_TESTS_DB=sqlite:///{tmp_path}/history.db"'
+    assert service["Environment"].splitlines() == [
+        f'"RESTORE_TESTS_DB=sqlite:///{tmp_path}/history.db"',
+        f'"RESTORE_TESTS_WORK_DIR={os.environ["RESTORE_TESTS_WORK_DIR"]}"',  # the tests' staging
+    ]
+    assert service["WorkingDirectory"] == str(tmp_path)
     assert sections[2].startswith("/etc/systemd/system/restore-tests-drill.timer ----\n")
     assert "\nOnCalendar=*-01,04,07,10-01 04:15:00\n" in sections[2]
     assert sections[3].startswith("/etc/cron.d/restore-tests-drill (where systemd is not")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import configparser
 import shlex
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ def plan(root: Path, **changes: object) -> Schedule:
     request = {
         "every": "quarter",
         "scenarios_dir": scenario_folder(root),
-        "work_dir": root,
+        "directory": root,
         "db_url": f"sqlite:///{root}/results.db",
         "program": PROGRAM,
         **changes,
@@ -46,12 +45,22 @@ def plan(root: Path, **changes: object) -> Schedule:
     return plan_schedule(ScheduleRequest(**request))  # type: ignore[arg-type]
 
 
-def unit(text: str) -> configparser.ConfigParser:
-    """A unit file read as systemd reads its sections and keys (case kept, no interpolation)."""
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(text)
-    return parser
+def unit(text: str) -> dict[str, dict[str, str]]:
+    """A unit file read as systemd reads it: sections, keys (case kept), comments skipped; a key
+    given again (Environment=) adds a line to its value. Anything else is not a unit line."""
+    sections: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            assert line[1:-1] not in sections, f"section {line} twice"
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, separator, value = line.partition("=")
+        assert current is not None and separator and key == key.strip(), f"bad line {line!r}"
+        current[key] = f"{current[key]}\n{value}" if key in current else value
+    return sections
 
 
 def cron_job(cron_file: str) -> tuple[list[str], str, list[str]]:
@@ -175,6 +184,17 @@ def test_a_postgresql_history_without_a_password_is_kept_as_given(tmp_path):
     assert service["Environment"] == f'"RESTORE_TESTS_DB={url}"'
 
 
+def test_a_staging_folder_reaches_the_drill_through_its_environment_variable(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    schedule = plan(tmp_path, work_dir=Path("staging"))
+    assert unit(schedule.service)["Service"]["Environment"].splitlines() == [
+        f'"RESTORE_TESTS_DB=sqlite:///{tmp_path}/results.db"',
+        f'"RESTORE_TESTS_WORK_DIR={tmp_path}/staging"',
+    ]
+    _, _, words = cron_job(schedule.cron)
+    assert f"RESTORE_TESTS_WORK_DIR={tmp_path}/staging" == words[words.index("export", 4) + 1]
+
+
 def test_random_k_is_passed_to_the_drill_and_noted(tmp_path):
     schedule = plan(tmp_path, random_count=1)
     assert " drill --quiet --random 1 " in unit(schedule.service)["Service"]["ExecStart"]
@@ -211,7 +231,7 @@ def test_the_printed_text_labels_each_file_with_where_it_goes(tmp_path):
         ({"name": "drill.quarterly"}, "--name 'drill.quarterly': use 1 to 64 letters"),
         ({"at": "25:00"}, "--at '25:00': write a time of day as HH:MM"),
         ({"every": "fortnight"}, "--every 'fortnight': choose one of quarter, month, week"),
-        ({"work_dir": Path("/nonexistent/dir")}, "--work-dir /nonexistent/dir: no such folder"),
+        ({"directory": Path("/nonexistent")}, "the working directory /nonexistent: no such folder"),
         ({"db_url": "sqlite:///a\nb.db"}, "a control character cannot be written"),
     ],
 )
