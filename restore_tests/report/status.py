@@ -27,7 +27,7 @@ from restore_tests.history.views import (
     scenario_names,
 )
 from restore_tests.report.table import zone_name
-from restore_tests.results import PASS, one_line
+from restore_tests.results import PASS, name_list, one_line
 from restore_tests.scenario import DEFAULT_EVERY_SECONDS, ScenarioBase
 from restore_tests.timing import format_duration
 
@@ -292,7 +292,7 @@ def status_table(report: StatusReport) -> str:
     )
     lines = [tabulate(rows, headers=headers, tablefmt="simple"), "", report.summary()]
     if report.retired:
-        retired = ", ".join(report.retired)
+        retired = name_list(report.retired, limit=10)
         lines.append(f"in the history but not in the folder (renamed or removed): {retired}")
     return "\n".join(lines)
 
