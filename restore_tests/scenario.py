@@ -30,6 +30,7 @@ from restore_tests.model import (
     StrictModel,
 )
 from restore_tests.sources.base import SourceSettings
+from restore_tests.timing import DEFAULT_EVERY_SECONDS
 from restore_tests.yaml_documents import (
     AliasExpansion,
     ScenarioLoader,
@@ -100,9 +101,6 @@ class Objectives(StrictModel):
         if self.rto_applies_to == "full" and self.rto is None:
             raise ValueError("rto_applies_to: full needs an rto to hold the projection against")
         return self
-
-
-DEFAULT_EVERY_SECONDS = 92 * 86400.0
 
 
 class SandboxSettings(StrictModel):

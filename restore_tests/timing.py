@@ -19,6 +19,10 @@ RTO_PHASES = ("fetch", "sandbox", "load", "verify", "boot")
 DATA_PHASES = ("fetch", "load", "verify")
 
 
+# How often a scenario must be proven unless it says (every:): a quarter, with a day to spare.
+DEFAULT_EVERY_SECONDS = 92 * 86400.0
+
+
 def parse_duration(text: str) -> float:
     """'90s', '15m', '4h', '7d', '1h30m' -> seconds. Raises ValueError with the accepted forms."""
     compact = text.strip()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from statistics import fmean
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tabulate import tabulate
 
@@ -28,8 +28,10 @@ from restore_tests.history.views import (
 )
 from restore_tests.report.table import zone_name
 from restore_tests.results import PASS, name_list, one_line
-from restore_tests.scenario import DEFAULT_EVERY_SECONDS, ScenarioBase
-from restore_tests.timing import format_duration
+from restore_tests.timing import DEFAULT_EVERY_SECONDS, format_duration
+
+if TYPE_CHECKING:  # the scenario models import every runner: not needed to read the history
+    from restore_tests.scenario import ScenarioBase
 
 OK, FAILING, OVERDUE, NEVER_TESTED = "ok", "failing", "overdue", "never tested"
 TREND_WINDOW = timedelta(days=400)  # enough history for this quarter and the one before
