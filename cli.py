@@ -502,6 +502,72 @@ def metrics(
     click.echo(f"wrote {output} ({len(report.rows)} scenarios)")
 
 
+@main.command()
+@click.argument("folder", required=False, type=click.Path(path_type=Path))
+@db_option
+@filter_options
+@period_options
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["html", "md", "json", "junit"]),
+    help="Default: from the -o file's suffix (.html .md .json .xml), else html.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The file to write (atomically). Default: stdout (html only when not a terminal).",
+)
+def report(
+    folder: Path | None,
+    db_url: str | None,
+    clients: tuple[str, ...],
+    tags: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    output_format: str | None,
+    output: Path | None,
+) -> None:
+    """The report for a client or an auditor: coverage, RTO trends against targets, where the
+    time goes, failures with their reasons, RPO, what is never tested or overdue.
+
+    The period is --since (default: 92 days ago) to --until (default: now); the scenarios are
+    FOLDER's (default ./scenarios when it exists, else those in the history). docs/report.md.
+    """
+    from restore_tests.history import views
+    from restore_tests.report import document as report_document
+
+    output_format = output_format or report_document.format_for(output)
+    if output is None and output_format == "html" and sys.stdout.isatty():
+        raise click.UsageError("the HTML report is a page: write it with -o report.html")
+    document = report_document.build_document(
+        read_store(db_url),
+        _scenario_folder(folder),
+        views.parse_moment(since or "92d", "--since"),
+        views.parse_moment(until, "--until") if until else None,
+        clients,
+        tags,
+    )
+    rendered = report_document.render(document, output_format)
+    if output is None:
+        click.echo(rendered, nl=False)
+        return
+    _write_atomically(output, rendered)
+    click.echo(f"wrote {output} ({output_format}, {document.status.summary()})")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader sees the old file or the new one, never half of it."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise EnvironmentUnusable(f"could not write {path}: {error.strerror or error}") from error
+
+
 def _scenario_folder(folder: Path | None) -> list[Any] | None:
     """The scenarios a view holds the history against: FOLDER, else ./scenarios if it exists."""
     from restore_tests.scenario import load_paths

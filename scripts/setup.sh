@@ -24,12 +24,16 @@
 #     A fresh build of all seven takes a few minutes; a present image only gets a quick check
 #     (an old sandbox image without sqlite3 fails it and is rebuilt).
 #   - a virtualenv in .venv with the project installed (pip install -e '.[test,postgres]') and rclone
+#   - Debian's chromium, for the test that opens the HTML report in a real headless browser
+#     (through the playwright package of the test extra; no browser is downloaded)
 #
 # Environment knobs (all optional):
 #   RESTORE_TESTS_DEBIAN_MIRROR     Debian mirror (default http://deb.debian.org/debian)
 #   RESTORE_TESTS_SKIP_IMAGE=1      do not build/verify any image
 #   RESTORE_TESTS_SKIP_DB_IMAGES=1  build/verify the sandbox image only, not the database images
 #   RESTORE_TESTS_SKIP_VM_IMAGES=1  do not build/verify the vm-tools and vm-testkit images
+#   RESTORE_TESTS_SKIP_BROWSER=1    do not install chromium (the HTML report's browser test then
+#                                   skips, or fails under CI=true)
 set -euo pipefail
 
 log() { printf '[setup] %s\n' "$*"; }
@@ -712,12 +716,40 @@ step_venv() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# 6. A headless browser for the HTML report's test
+# ---------------------------------------------------------------------------------------------
+# Debian's chromium, driven by the playwright package (in the test extra: its wheel carries the
+# driver; `playwright install` would download a browser build, which is never done here).
+step_browser() {
+    if [ "${RESTORE_TESTS_SKIP_BROWSER:-}" = 1 ]; then
+        log "browser: skipped (RESTORE_TESTS_SKIP_BROWSER=1)"
+        return 0
+    fi
+    pkg_installed chromium || apt_install chromium
+    local out
+    out=$(chromium --headless --no-sandbox --disable-gpu --no-first-run --disable-sync \
+        --disable-background-networking --disable-component-update \
+        --dump-dom 'data:text/html,<p id=x>browser-ok</p>' 2>/dev/null) || true
+    case $out in
+    *browser-ok*) ;;
+    *) die "chromium does not render a page headless (chromium --headless --dump-dom)" ;;
+    esac
+    if ! "$VENV/bin/python" -c 'import playwright.sync_api' >/dev/null 2>&1; then
+        log "venv: pip install playwright"
+        pip_quiet install playwright
+    fi
+    log "browser: $(chromium --version 2>/dev/null | head -n1), playwright $("$VENV/bin/python" -c \
+        'from importlib.metadata import version; print(version("playwright"))')"
+}
+
+# ---------------------------------------------------------------------------------------------
 wait_for_apt
 step_packages
 step_restic
 step_docker
 step_images
 step_venv
+step_browser
 
 log "---- summary ($((SECONDS - T0))s) ----"
 log "restic (system): /usr/bin/restic -> $(/usr/bin/restic version 2>/dev/null | head -n1)"

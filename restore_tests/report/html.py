@@ -1,0 +1,83 @@
+"""The report as one self-contained HTML page: inline CSS, charts as inline SVG, no script,
+nothing fetched at view time, a print stylesheet for PDF. The template is autoescaped: reasons
+come from restored data and are shown as text, never as markup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup
+
+from restore_tests.report import document as wording
+from restore_tests.report.document import ReportDocument
+from restore_tests.report.status import FAILING, NEVER_TESTED, OK, OVERDUE
+from restore_tests.timing import RTO_PHASES, format_duration
+
+TEMPLATE = "report.html.j2"
+
+
+def environment() -> Environment:
+    """The template environment: package templates, autoescape on, undefined names fail."""
+    env = Environment(
+        loader=PackageLoader("restore_tests.report", "templates"),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        duration=format_duration,
+        when=wording.local_time,
+        when_zone=lambda moment: wording.local_time(moment, zone=True),
+        day=lambda moment: f"{moment.astimezone():%Y-%m-%d}",
+        versus=wording.versus,
+        verdict=wording.verdict,
+        age=wording.age,
+    )
+    return env
+
+
+def render_html(document: ReportDocument) -> str:
+    """The page, as one string."""
+    return environment().get_template(TEMPLATE).render(**_context(document))
+
+
+def _context(document: ReportDocument) -> dict[str, Any]:
+    rto_charts = _rto_charts(document)
+    phase_rows = [(row.scenario, document.phases.get(row.scenario, {})) for row in document.rows]
+    phase_rows = [(name, means) for name, means in phase_rows if means]
+    points = [point for points in document.rto_points.values() for point in points]
+    return {
+        "doc": document,
+        "states": (OK, FAILING, OVERDUE, NEVER_TESTED),
+        "rto_charts": rto_charts,
+        "unmeasured": [row.scenario for row in document.rows if row.scenario not in rto_charts],
+        "any_projection": any(point.projected_rto_seconds for point in points),
+        "phase_rows": phase_rows,
+        "phase_svg": _phase_svg(document, phase_rows),
+        "rto_phases": list(RTO_PHASES),
+        "zone": document.generated_at.astimezone().strftime("%Z"),
+    }
+
+
+def _rto_charts(document: ReportDocument) -> dict[str, Markup]:
+    """One chart per scenario with a measured RTO in the period (ids unique on the page)."""
+    from restore_tests.report import charts  # matplotlib: only when a page is drawn
+
+    drawn = {}
+    for index, row in enumerate(document.rows):
+        points = document.rto_points.get(row.scenario, [])
+        if any(point.rto_seconds is not None for point in points):
+            svg = charts.rto_chart(points, document.since, document.period_end, f"rto{index}")
+            drawn[row.scenario] = Markup(svg)
+    return drawn
+
+
+def _phase_svg(document: ReportDocument, phase_rows: list[tuple[str, dict[str, float]]]) -> Markup:
+    if not phase_rows:
+        return Markup("")
+    from restore_tests.report import charts
+
+    names = [name for name, _means in phase_rows]
+    return Markup(charts.phase_chart(names, document.phase_names(), dict(phase_rows), "phases"))

@@ -1,0 +1,170 @@
+"""The report's renderers on documents built by hand: the JUnit mapping of every state, text that
+XML cannot carry, Markdown cells that stay text, the JSON's version, and the SVG charts' ids."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import xml.etree.ElementTree as ElementTree
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from restore_tests.history.views import RtoPoint
+from restore_tests.report.document import ReportDocument, format_for
+from restore_tests.report.json_report import render_json
+from restore_tests.report.junit import render_junit
+from restore_tests.report.markdown import cell
+from restore_tests.report.status import (
+    FAILING,
+    NEVER_TESTED,
+    OVERDUE,
+    ScenarioStatus,
+    StatusReport,
+)
+
+NOW = datetime(2026, 9, 30, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def clock_in_utc(monkeypatch: pytest.MonkeyPatch):
+    """The renderers show local time: these tests read it as UTC."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def row(name: str, last_status: str | None, *problems: str, reason: str = "") -> ScenarioStatus:
+    passed = NOW - timedelta(days=100 if OVERDUE in problems else 3)
+    return ScenarioStatus(
+        name,
+        kind="files",
+        client="Acme",
+        last_status=last_status,
+        last_at=NOW - timedelta(days=1) if last_status else None,
+        last_reason=reason,
+        last_pass_at=passed if last_status else None,
+        rto_seconds=41.0 if last_status else None,
+        rto_target_seconds=900.0,
+        problems=list(problems),
+    )
+
+
+def document(*rows: ScenarioStatus) -> ReportDocument:
+    status = StatusReport(list(rows), NOW, "sqlite:///results.db")
+    return ReportDocument(status, NOW - timedelta(days=92), None)
+
+
+def outcome(case: ElementTree.Element) -> list[tuple[str, str | None, str | None]]:
+    return [(e.tag, e.get("type"), e.get("message")) for e in case if e.tag != "system-out"]
+
+
+def test_junit_maps_each_state_to_a_pass_a_failure_or_an_error_and_never_skips():
+    rendered = render_junit(
+        document(
+            row("ok", "pass"),
+            row("broken", "fail", FAILING, reason="3 files differ"),
+            row("password", "error", FAILING, reason="restic: wrong password"),
+            row("killed", "abandoned", FAILING, OVERDUE, reason="abandoned: process 7 ended"),
+            row("stale", "pass", OVERDUE),
+            row("new", None, NEVER_TESTED),
+        )
+    )
+
+    suite = ElementTree.fromstring(rendered)
+    cases = {case.get("name"): outcome(case) for case in suite.iter("testcase")}
+    assert cases["ok"] == []
+    assert cases["broken"] == [("failure", "fail", "FAIL: 3 files differ")]
+    assert cases["password"] == [("error", "error", "ERROR: restic: wrong password")]
+    assert cases["killed"][0][:2] == ("error", "abandoned")
+    assert cases["killed"][0][2].startswith("ABANDONED: abandoned: process 7 ended; overdue: ")
+    assert cases["stale"] == [
+        (
+            "failure",
+            "overdue",
+            "overdue: last pass 2026-06-22 12:00 (100d ago), must be proven every 92d",
+        )
+    ]
+    assert cases["new"] == [
+        ("error", "never tested", "never tested: new has no result in the history")
+    ]
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("6", "2", "3")
+    assert suite.get("skipped") == "0"
+
+
+def test_junit_replaces_what_xml_cannot_carry_and_escapes_the_rest():
+    reason = "bad \x00 byte \x1b[31m <b>&amp;</b> \ud800"
+    rendered = render_junit(document(row("odd", "fail", FAILING, reason=reason)))
+
+    failure = ElementTree.fromstring(rendered).find("testcase/failure")
+    assert failure is not None
+    assert failure.get("message") == "FAIL: bad ? byte ?[31m <b>&amp;</b> ?"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a | b", r"a \| b"),
+        ("<script>alert(1)</script>", "&lt;script&gt;alert(1)&lt;/script&gt;"),
+        (
+            "[click](http://x) `code` *bold* _it_ ~~gone~~ $x$",
+            r"\[click\](http://x) \`code\` \*bold\* \_it\_ \~\~gone\~\~ \$x\$",
+        ),
+        ("two\nlines\tand \\ slash", r"two lines and \\ slash"),
+        ("a &amp; b", "a &amp;amp; b"),
+    ],
+)
+def test_a_markdown_cell_stays_text(text, expected):
+    assert cell(text) == expected
+
+
+def test_the_json_report_says_its_schema_version_and_counts_the_states():
+    rendered = json.loads(render_json(document(row("ok", "pass"), row("new", None, NEVER_TESTED))))
+
+    assert rendered["schema_version"] == 1
+    assert rendered["summary"] == {
+        "scenarios": 2,
+        "ok": 1,
+        "failing": 0,
+        "overdue": 0,
+        "never_tested": 1,
+    }
+    assert rendered["period"] == {"since": "2026-06-30T12:00:00+00:00", "until": None}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("report.html", "html"),
+        ("R.MD", "md"),
+        ("out.json", "json"),
+        ("junit.xml", "junit"),
+        ("report", "html"),
+        ("report.txt", "html"),
+    ],
+)
+def test_the_format_follows_the_output_file_name(name, expected):
+    assert format_for(Path(name)) == expected
+
+
+def test_two_charts_on_one_page_share_no_id_and_carry_no_script_or_text_element():
+    from restore_tests.report.charts import rto_chart
+
+    points = [
+        RtoPoint(NOW - timedelta(days=days), "pass", 40.0 + days, 900.0, None)
+        for days in (60, 30, 1)
+    ]
+    first = rto_chart(points, NOW - timedelta(days=92), NOW, "rto0")
+    second = rto_chart(points, NOW - timedelta(days=92), NOW, "rto1")
+
+    assert first.startswith("<svg") and second.startswith("<svg")
+    ids = [re.findall(r'id="([^"]*)"', svg) for svg in (first, second)]
+    assert ids[0] and not set(ids[0]) & set(ids[1])
+    references = re.findall(r'(?:href="#|url\(#)([^")]*)', first)
+    assert references and set(references) <= set(ids[0])
+    for forbidden in ("<script", "<text", "<?xml", "<!--", "<style"):
+        assert forbidden not in first
