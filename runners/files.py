@@ -203,7 +203,7 @@ def _hash_check(
 ) -> Check:
     fields = {
         "expected": f"{result.checked} files match",
-        "observed": f"{result.matched} match",
+        "observed": f"{result.matched:,} match ({result.bytes_hashed:,} bytes hashed)",
         "proves_data": result.bytes_hashed > 0,
     }
     detail = (

@@ -55,7 +55,10 @@ def test_a_healthy_backup_passes_with_rto_rpo_and_counts(repository, tmp_path, h
     assert result.returncode == 0, result.stderr
     line = result.stdout.splitlines()[0]
     assert line.startswith("PASS  share  RTO ")
-    assert " / 15m  RPO " in line and " / 26h  " in line and "files," in line
+    assert " / 15m  RPO " in line and " / 26h  " in line
+    assert line.endswith(
+        "  42 files hashed (18.0 MiB), 1 expected path present, at least 10 files"
+    ), line
     assert "fetching snapshot" in result.stderr  # progress is shown
     [row] = history_rows(history_url)
     assert row["status"] == "pass" and row["snapshot_id"] == repository.snapshot_id
