@@ -299,7 +299,7 @@ def _run(
             trigger,
             jobs=jobs,
             on_result=announce,
-            on_history_failure=lambda message: click.echo(f"restore-tests: {message}", err=True),
+            on_history_failure=lambda message: _say(f"restore-tests: {message}", err=True),
         )
     output.conclude(outcome, time.monotonic() - started, store.display_url)
     raise SystemExit(outcome.exit_code())
@@ -320,13 +320,13 @@ class RunOutput:
         from restore_tests.report import records, table
 
         if self.json_lines:
-            click.echo(json.dumps(records.result_line(result, self.run_id), default=str))
+            _say(json.dumps(records.result_line(result, self.run_id), default=str))
         elif not self.as_json:
             line = table.verdict_line(records.from_result(result, self.run_id))
             if self.quiet < 2:
-                click.echo(line)
+                _say(line)
             elif result.status != "pass":
-                click.echo(line, err=True)
+                _say(line, err=True)
 
     def conclude(self, outcome: Any, seconds: float, history: str) -> None:
         from restore_tests.report import records, table
@@ -340,6 +340,12 @@ class RunOutput:
                 rendered = [records.from_result(result, self.run_id) for result in outcome.results]
                 click.echo(f"\n{table.drill_table(rendered)}\n")
             click.echo(outcome.summary_line(seconds, history))
+
+
+def _say(text: str, err: bool = False) -> None:
+    """A line on the stream of the moment: while the progress bars run, rich stands in for
+    stdout and stderr to print it above them (click would find the terminal underneath)."""
+    click.echo(text, file=sys.stderr if err else sys.stdout)
 
 
 def read_store(db_url: str | None) -> Any:

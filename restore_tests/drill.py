@@ -41,7 +41,7 @@ from restore_tests.results import (
 )
 from restore_tests.sandbox import DockerSandboxes, connect, engine_version
 from restore_tests.scenario import ScenarioBase
-from restore_tests.timing import judge
+from restore_tests.timing import format_duration, judge
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = 0.2
@@ -72,19 +72,35 @@ class DrillOutcome:
             return ERROR
         return FAIL if FAIL in statuses else PASS
 
+    def counts(self) -> dict[str, int]:
+        """How many results have each status: {"pass": 6, "fail": 4, "error": 0}."""
+        return {
+            status: sum(1 for result in self.results if result.status == status)
+            for status in (PASS, FAIL, ERROR)
+        }
+
     def summary(self) -> str:
+        """'6 passed, 4 failed, 0 errors', as the history's drill row keeps it."""
         if self.results:
-            counts = {
-                status: sum(1 for r in self.results if r.status == status)
-                for status in (PASS, FAIL, ERROR)
-            }
-            text = f"{counts[PASS]} passed, {counts[FAIL]} failed, {counts[ERROR]} errors"
+            counts = self.counts()
+            errors = f"{counts[ERROR]} error{'' if counts[ERROR] == 1 else 's'}"
+            text = f"{counts[PASS]} passed, {counts[FAIL]} failed, {errors}"
         else:
             text = "no scenario finished"
         if self.unrecorded:
             count = len(self.unrecorded)
             text += f"; {count} {'result' if count == 1 else 'results'} could not be recorded"
         return text + (" (interrupted)" if self.interrupted else "")
+
+    def summary_line(self, seconds: float, history: str) -> str:
+        """The run's last line: 'drill RUN: 10 scenarios, 6 passed, 4 failed, 0 errors in 42s;
+        history in sqlite:///results.db'."""
+        count = len(self.results)
+        scenarios = f"{count} scenario{'' if count == 1 else 's'}"
+        return (
+            f"{self.trigger} {self.run_id}: {scenarios}, {self.summary()} in "
+            f"{format_duration(seconds)}; history in {history}"
+        )
 
     def recorded(self, result: ScenarioResult) -> bool:
         return result.scenario not in self.unrecorded

@@ -151,6 +151,7 @@ def run(
     on_stderr_line: Callable[[str], None] | None = None,
     give_up_when: Callable[[str], bool] | None = None,
     stdout_limit: int = STDOUT_LIMIT_BYTES,
+    on_started: Callable[[int], None] | None = None,
 ) -> Completed:
     """Run argv to completion and return its output.
 
@@ -162,7 +163,7 @@ def run(
     TimedOut on a timeout, and EnvironmentUnusable when the program does not exist. With
     give_up_when, the child is stopped (SIGINT) as soon as a stderr line makes it return true: a
     tool retrying an error that cannot heal (restic 0.18 retries a refused S3 signature for 15
-    minutes).
+    minutes). on_started is given the child's process id once it runs (to watch it).
     """
     secret_values = [value for value in secrets if value]
     command = mask(" ".join(argv), secret_values)
@@ -171,6 +172,8 @@ def run(
     log.debug("run: %s", command)
     started = time.monotonic()
     process = _start(argv, env, cwd)
+    if on_started is not None:
+        on_started(process.pid)
     output = _Output(on_stdout_line, on_stderr_line, give_up_when, stdout_limit)
     readers = output.read(process)
     try:

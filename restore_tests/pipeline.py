@@ -51,7 +51,7 @@ from restore_tests.sandbox import RESTORE_MOUNT, Sandbox, SandboxSpec
 from restore_tests.scenario import ScenarioBase
 from restore_tests.scratch import ScratchWatch, watched
 from restore_tests.sources import SOURCES
-from restore_tests.sources.base import Fetched, FetchRequest, RestorePoint, Source
+from restore_tests.sources.base import Fetched, FetchProgress, FetchRequest, RestorePoint, Source
 from restore_tests.staging import PRIVATE, create_staging
 from restore_tests.timing import PhaseClock, format_size, judge, judge_projected_rto, project_rto
 from runners import RUNNERS
@@ -80,7 +80,8 @@ class RunOptions:
     work_dir: Path  # staging directories are created below it, one per scenario run
     keep: bool = False
     no_cache: bool = False
-    progress: Callable[[str, str], None] = lambda scenario, message: None
+    progress: Callable[[str, str], None] = lambda scenario, message: None  # steps, as words
+    fetch_progress: Callable[[str, FetchProgress], None] = lambda scenario, progress: None
 
 
 def now() -> datetime:
@@ -239,7 +240,7 @@ class ScenarioRun:
                 target=target,
                 scratch=staging / "source",
                 timeout=_restore_limit(self.scenario),
-                progress=_percent_reporter(self.say),
+                progress=partial(self.options.fetch_progress, self.scenario.name),
                 cancelled=execute.cancel_requested,
             )
             fetched = source.fetch(point, request)
@@ -405,18 +406,6 @@ def _restored_something(tree: RestoredTree, fetched: Fetched, point: RestorePoin
         expected="at least 1 file",
         observed="0 files",
     )
-
-
-def _percent_reporter(say: Callable[[str], None]) -> Callable[[float], None]:
-    shown = [-1]
-
-    def report(fraction: float) -> None:
-        tenth = int(fraction * 10)
-        if tenth > shown[0]:
-            shown[0] = tenth
-            say(f"restored {tenth * 10}%")
-
-    return report
 
 
 def _interrupt_point() -> None:

@@ -1,4 +1,6 @@
-"""One flat record per result, the same keys for a fresh result and a history row."""
+"""One flat record per result, the same keys for a fresh result and a history row, and the
+JSON objects of check, drill and history (docs/json-format.md): each carries schema_version.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ def _iso(moment: datetime | None) -> str | None:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
 
 
+# The version of every JSON object printed (records, documents, JSON lines): a field that is
+# renamed, removed or changes meaning makes it 2; a new field does not.
+SCHEMA_VERSION = 1
 SHARED = (
     "scenario",
     "kind",
@@ -56,7 +61,8 @@ def _record(
     phases: dict[str, float],
     checks: list[Any],
 ) -> dict[str, Any]:
-    record = {name: getattr(source, name) for name in SHARED}
+    record: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    record.update((name, getattr(source, name)) for name in SHARED)
     tags = source.tags
     record["tags"] = tags_of(tags) if isinstance(tags, str) else list(tags)
     record.update(objectives)
@@ -99,6 +105,7 @@ def from_row(row: Result) -> dict[str, Any]:
 def drill_document(outcome: DrillOutcome) -> dict[str, Any]:
     """The --json document of check and drill; each result says whether the history holds it."""
     return {
+        "schema_version": SCHEMA_VERSION,
         "run_id": outcome.run_id,
         "status": outcome.status,
         "exit_code": outcome.exit_code(),
@@ -106,4 +113,28 @@ def drill_document(outcome: DrillOutcome) -> dict[str, Any]:
             {**from_result(result, outcome.run_id), "recorded": outcome.recorded(result)}
             for result in outcome.results
         ],
+    }
+
+
+def result_line(result: ScenarioResult, run_id: str) -> dict[str, Any]:
+    """A --json-lines object for one finished scenario, written before the history records it
+    (whether it could be recorded is in the summary's "unrecorded")."""
+    return {"schema_version": SCHEMA_VERSION, "type": "result", **from_result(result, run_id)}
+
+
+def summary_line(outcome: DrillOutcome, seconds: float, history: str) -> dict[str, Any]:
+    """The last --json-lines object: the run's status, counts, duration and history."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "type": "summary",
+        "run_id": outcome.run_id,
+        "trigger": outcome.trigger,
+        "status": outcome.status,
+        "exit_code": outcome.exit_code(),
+        "scenarios": len(outcome.results),
+        "counts": outcome.counts(),
+        "interrupted": outcome.interrupted,
+        "unrecorded": list(outcome.unrecorded),
+        "seconds": round(seconds, 3),
+        "history": history,
     }

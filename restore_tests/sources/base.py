@@ -65,13 +65,21 @@ class RestorePoint:
 
 
 @dataclass(frozen=True)
+class FetchProgress:
+    """How far a fetch is: the bytes brought in so far, and in all when that is known."""
+
+    done_bytes: int
+    total_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class FetchRequest:
     """How to fetch: into which folder, for how long, watching for cancellation."""
 
     target: Path  # an empty private folder: the restored data goes below it
     scratch: Path  # a private folder for the source's own files (cache, downloads)
     timeout: float | None = None  # stop after this long: ObjectiveMissed (a FAIL)
-    progress: Callable[[float], None] = lambda fraction: None  # 0.0 .. 1.0
+    progress: Callable[[FetchProgress], None] = lambda progress: None
     cancelled: Callable[[], bool] = lambda: False  # Ctrl-C/SIGTERM: raise Interrupted
 
 

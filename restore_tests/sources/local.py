@@ -24,7 +24,14 @@ from pydantic import Field, field_validator, model_validator
 from restore_tests import unpack
 from restore_tests.errors import Interrupted, ObjectiveMissed, SourceError
 from restore_tests.results import Check
-from restore_tests.sources.base import FILE_MTIME, Fetched, FetchRequest, RestorePoint, Source
+from restore_tests.sources.base import (
+    FILE_MTIME,
+    Fetched,
+    FetchProgress,
+    FetchRequest,
+    RestorePoint,
+    Source,
+)
 from restore_tests.sources.plain import (
     DIGEST_METADATA,
     DIGEST_SIDECAR,
@@ -261,15 +268,13 @@ def _watch(
     """Called at each read: reports progress, stops past the timeout, says if cancelled."""
     timeout = request.timeout
     deadline = time.monotonic() + timeout if timeout else None
-    size = point.size_bytes or 0
 
     def cancelled() -> bool:
         if deadline is not None and time.monotonic() > deadline:
             raise ObjectiveMissed(
                 f"reading {point.id} did not finish within {format_duration(timeout)}: stopped"
             )
-        if size:
-            request.progress(min(1.0, hashing.bytes_read / size))
+        request.progress(FetchProgress(hashing.bytes_read, point.size_bytes))
         return request.cancelled()
 
     return cancelled

@@ -33,6 +33,7 @@ from restore_tests.errors import (
     SourceError,
 )
 from restore_tests.sources import secrets
+from restore_tests.sources.base import FetchProgress
 from restore_tests.sources.restic_output import (
     RestoreOutcome,
     RestoreReader,
@@ -42,6 +43,7 @@ from restore_tests.sources.restic_output import (
     refuse_unreadable_snapshots,
     says_fatal,
 )
+from restore_tests.sources.restic_progress import JSON_PROGRESS_SINCE, written_bytes
 from restore_tests.timing import format_duration
 
 if TYPE_CHECKING:  # the settings model imports this module
@@ -92,6 +94,7 @@ class Restic:
         self.binary = self._find_binary()
         self._environment: dict[str, str] | None = None
         self._version: tuple[int, int, int] | None = None
+        self._restore_sizes: dict[str, int | None] = {}  # restic stats, asked once per snapshot
 
     def _find_binary(self) -> str:
         wanted = self.source.restic_binary or os.environ.get("RESTIC_BINARY") or "restic"
@@ -276,14 +279,17 @@ class Restic:
         return matches[0]
 
     def restore_size(self, snapshot: Snapshot) -> int | None:
-        """Bytes a full restore of the snapshot writes (restic stats, restore-size mode)."""
+        """Bytes a full restore of the snapshot writes (restic stats, restore-size mode, asked
+        once: the disk check, the restore's progress and an RTO projection share it)."""
         if snapshot.size_bytes is not None:
             return snapshot.size_bytes
-        output = self._run(["stats", "--json", "--mode", "restore-size", snapshot.id]).stdout
-        try:
-            return int(json.loads(output)["total_size"])
-        except (ValueError, KeyError, TypeError):
-            return None
+        if snapshot.id not in self._restore_sizes:
+            output = self._run(["stats", "--json", "--mode", "restore-size", snapshot.id]).stdout
+            try:
+                self._restore_sizes[snapshot.id] = int(json.loads(output)["total_size"])
+            except (ValueError, KeyError, TypeError):
+                self._restore_sizes[snapshot.id] = None
+        return self._restore_sizes[snapshot.id]
 
     def restore(
         self,
@@ -291,7 +297,7 @@ class Restic:
         target: Path,
         include: list[str],
         verify: bool,
-        on_progress: Callable[[float], None] | None = None,
+        on_progress: Callable[[FetchProgress], None] | None = None,
         timeout: float | None = None,
     ) -> RestoreOutcome:
         """Restore into target; per-file damage is collected, not raised (it is a verdict).
@@ -300,7 +306,8 @@ class Restic:
         DamagedBackup; a failure of the host (no space left in staging) raises HostError, and
         restic is stopped at its first such error. A restore still running after timeout seconds
         is stopped (ObjectiveMissed): restic 0.14 waits forever on a storage endpoint that stops
-        answering.
+        answering. on_progress hears restic's own status (0.16+), else the bytes it wrote so far
+        against the full restore's size when it was asked before (restore_size).
         """
         target = target.absolute()  # restic names it in its errors, which are matched on it
         arguments = ["restore", snapshot.id, "--target", str(target), "--json"]
@@ -309,18 +316,23 @@ class Restic:
         if verify:
             arguments.append("--verify")
         reader = RestoreReader(self._host_folders(target), on_progress)
+        total = None if include else self._restore_sizes.get(snapshot.id, snapshot.size_bytes)
+        silent = self.version() < JSON_PROGRESS_SINCE
         try:
-            completed = execute.run(
-                [self.binary, *self._global_flags(), *arguments],
-                # Off a terminal, 0.18 prints dozens of status lines a second unless told otherwise.
-                env={**self.environment(), "RESTIC_PROGRESS_FPS": PROGRESS_FPS},
-                secrets=self.secret_values(),
-                timeout=timeout,
-                check=False,
-                on_stdout_line=reader.read,
-                on_stderr_line=reader.read,
-                give_up_when=reader.should_stop,
-            )
+            with written_bytes(on_progress if silent else None, total) as on_started:
+                completed = execute.run(
+                    [self.binary, *self._global_flags(), *arguments],
+                    # Off a terminal, 0.18 prints dozens of status lines a second unless told
+                    # otherwise.
+                    env={**self.environment(), "RESTIC_PROGRESS_FPS": PROGRESS_FPS},
+                    secrets=self.secret_values(),
+                    timeout=timeout,
+                    check=False,
+                    on_stdout_line=reader.read,
+                    on_stderr_line=reader.read,
+                    give_up_when=reader.should_stop,
+                    on_started=on_started,
+                )
         except execute.TimedOut as error:
             raise ObjectiveMissed(
                 f"restore from {self.location} did not finish within "

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from restore_tests.errors import DamagedBackup, HostError, RestoreTestsError, SourceError
+from restore_tests.sources.base import FetchProgress
 
 # Fragments of restic's messages, oldest and newest versions, mapped to one-line reasons.
 _WRONG_PASSWORD = ("wrong password", "no key found")
@@ -181,7 +182,9 @@ class RestoreReader:
     """
 
     def __init__(
-        self, host_folders: dict[str, str], on_progress: Callable[[float], None] | None = None
+        self,
+        host_folders: dict[str, str],
+        on_progress: Callable[[FetchProgress], None] | None = None,
     ) -> None:
         self.outcome = RestoreOutcome()
         self.host_folders = host_folders
@@ -216,9 +219,10 @@ class RestoreReader:
         if not isinstance(message, dict):
             return
         kind = message.get("message_type")
-        if kind == "status" and self.on_progress is not None:
-            self.on_progress(_fraction(message.get("percent_done")))
-        elif kind == "error":
+        if kind in ("status", "summary") and self.on_progress is not None:
+            done = _count(message, "bytes_restored") or 0
+            self.on_progress(FetchProgress(done, _count(message, "total_bytes")))
+        if kind == "error":
             item = message.get("item")
             self._file_error(item if isinstance(item, str) else "", _error_text(message))
         elif kind == "summary":
@@ -471,10 +475,7 @@ def _corrupt_blob_sentence(match: re.Match[str]) -> str:
     return f"{kind} {match[2]}{pack} is corrupt ({match[4]})"
 
 
-def _fraction(value: object) -> float:
-    return min(max(float(value), 0.0), 1.0) if isinstance(value, int | float) else 0.0
-
-
 def _count(message: dict[str, Any], name: str) -> int | None:
     value = message.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    counted = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if counted else None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from restore_tests.errors import Interrupted, ObjectiveMissed, SourceError
 from restore_tests.results import Check, one_line
-from restore_tests.sources.base import FetchRequest
+from restore_tests.sources.base import FetchProgress, FetchRequest
 from restore_tests.timing import format_duration
 
 if TYPE_CHECKING:  # the source hands itself to the download (its client and its errors)
@@ -98,7 +98,7 @@ class ObjectDownload:
         source: S3Source,
         found: S3Object,
         check: Callable[[], None],
-        progress: Callable[[float], None] = lambda fraction: None,
+        progress: Callable[[FetchProgress], None] = lambda progress: None,
     ) -> None:
         self.found = found
         self.bytes_read = 0
@@ -163,7 +163,8 @@ class ObjectDownload:
             self._pending.clear()
         self._schedule()
         self._current.extend(part)
-        self._progress(min(1.0, (self.bytes_read + length) / max(1, self.found.size)))
+        size = self.found.size
+        self._progress(FetchProgress(min(self.bytes_read + length, size), size))
         return True
 
     def _schedule(self) -> None:

@@ -12,6 +12,7 @@ import json
 import pytest
 
 from restore_tests.errors import DamagedBackup, HostError, SourceError
+from restore_tests.sources.base import FetchProgress
 from restore_tests.sources.restic_output import (
     DAMAGED_KEPT,
     REASON_LIMIT,
@@ -490,13 +491,13 @@ def test_hostile_json_values_do_not_break_the_reader():
         "[1, 2, 3]\n",
         '{"message_type":"error", "error": {"message": "x"\n',
     ]
-    progress: list[float] = []
+    progress: list[FetchProgress] = []
     reader = RestoreReader(HOST_FOLDERS, progress.append)
 
     for line in lines:
         reader.read(line)
 
-    assert progress == [0.0]
+    assert progress == [FetchProgress(0, None), FetchProgress(0, None)]
     assert reader.outcome.damaged == {"(repository)": "error"}
     assert reader.outcome.files_restored is None and reader.outcome.bytes_restored is None
 

@@ -18,7 +18,7 @@ import pytest
 
 from restore_tests.errors import Interrupted, SourceError
 from restore_tests.results import CHECK_FAILED, CHECK_PASSED
-from restore_tests.sources.base import FILE_MTIME, Fetched, FetchRequest
+from restore_tests.sources.base import FILE_MTIME, Fetched, FetchProgress, FetchRequest
 from restore_tests.sources.local import LocalSettings, LocalSource
 from restore_tests.sources.plain import digest_check, sidecar_digest
 
@@ -398,3 +398,19 @@ def test_a_path_that_is_a_link_stages_the_file_it_leads_to(tmp_path: Path) -> No
     staged = fetched.root / "latest.dump"
     assert not staged.is_symlink()
     assert staged.stat().st_ino == dump.stat().st_ino
+
+
+def test_a_file_read_for_its_digest_reports_its_bytes_against_its_size(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024**2 + 17)
+    path = write(tmp_path / "nas" / "erp.bin", data)
+    source = source_for(tmp_path, path, digest=f"sha256:{hashlib.sha256(data).hexdigest()}")
+    target = tmp_path / "work" / "target"
+    target.mkdir()
+    reports: list[FetchProgress] = []
+
+    source.fetch(source.select(), FetchRequest(target, source.scratch, progress=reports.append))
+
+    assert {report.total_bytes for report in reports} == {len(data)}
+    done = [report.done_bytes for report in reports]
+    assert done == sorted(done) and done[0] == 0 and done[-1] == len(data)
+    assert len(set(done)) >= 4  # one report per chunk read

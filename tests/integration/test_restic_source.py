@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from restore_tests.errors import SourceError
+from restore_tests.sources.base import FetchProgress
 from restore_tests.sources.restic import ResticSettings, SnapshotFilter
 from restore_tests.sources.restic_cli import Restic
 from tests.conftest import (
@@ -137,7 +139,7 @@ def test_a_full_restore_is_byte_identical_to_the_backed_up_tree(make_restic, rep
     source = make_restic()
     target = tmp_path / "restored"
     target.mkdir()
-    progress: list[float] = []
+    progress: list[FetchProgress] = []
     outcome = source.restore(source.select("latest"), target, [], False, progress.append)
     assert outcome.damaged == {}
     assert [path.name for path in target.iterdir()] == ["data"]
@@ -146,7 +148,44 @@ def test_a_full_restore_is_byte_identical_to_the_backed_up_tree(make_restic, rep
     files = [path for path in (repository.source_root / "data").rglob("*") if path.is_file()]
     total = sum(path.stat().st_size for path in files)
     assert outcome.bytes_restored in (None, total)  # 0.14 prints no JSON summary
-    assert all(0.0 <= fraction <= 1.0 for fraction in progress)
+    assert all(report.done_bytes >= 0 for report in progress)
+
+
+def test_a_restore_reports_its_bytes_against_the_size_asked_before_with_either_version(
+    repository, tmp_path, monkeypatch
+):
+    """0.18 says how far it is (JSON status); 0.14 says nothing, and the bytes it wrote are
+    read while it runs. Either way the total is the snapshot's size asked for the disk check,
+    which is not asked again. A download limit makes the restore last a few seconds."""
+    monkeypatch.setenv(PASSWORD_VARIABLE, PASSWORD)
+    monkeypatch.setenv("RESTIC_BINARY", repository.binary)
+    settings = ResticSettings(
+        type="restic",
+        repository=str(repository.path),
+        password_env=PASSWORD_VARIABLE,
+        limit_download=3 * 1024**2,
+    )
+    source = Restic(settings, cache_dir=None)
+    snapshot = source.select("latest")
+    size = source.restore_size(snapshot)
+    asked: list[str] = []
+    monkeypatch.setattr(source, "_run", lambda arguments, **options: asked.append(arguments))
+    reports: list[tuple[float, FetchProgress]] = []
+    target = tmp_path / "restored"
+    target.mkdir()
+
+    source.restore(snapshot, target, [], False, lambda p: reports.append((time.monotonic(), p)))
+
+    assert asked == [] and source.restore_size(snapshot) == size
+    files = [path for path in (repository.source_root / "data").rglob("*") if path.is_file()]
+    assert size == sum(path.stat().st_size for path in files)
+    progress = [report for _, report in reports]
+    assert len(progress) >= 3, progress
+    assert {report.total_bytes for report in progress} == {size}
+    done = [report.done_bytes for report in progress]
+    assert done == sorted(done) and 0 < done[-1] <= size * 1.01
+    assert any(0 < report.done_bytes < size * 0.9 for report in progress), progress
+    assert reports[-1][0] - reports[0][0] >= 1.0  # reported while it ran, not only at its end
 
 
 def test_an_include_restores_only_that_subtree(make_restic, repository, tmp_path):

@@ -26,7 +26,13 @@ from pydantic import ValidationError
 
 from restore_tests.errors import Interrupted, ObjectiveMissed, SourceError
 from restore_tests.results import CHECK_FAILED, CHECK_PASSED
-from restore_tests.sources.base import OBJECT_LAST_MODIFIED, Fetched, FetchRequest, RestorePoint
+from restore_tests.sources.base import (
+    OBJECT_LAST_MODIFIED,
+    Fetched,
+    FetchProgress,
+    FetchRequest,
+    RestorePoint,
+)
 from restore_tests.sources.s3 import S3Settings, S3Source
 from tests.conftest import S3_KEY, S3_SECRET, Relay, S3Server, free_port
 
@@ -541,3 +547,20 @@ def test_an_archive_unpacked_from_a_stream_drains_what_follows_it_into_the_diges
     source = make_source(key="erp.tar", digest=f"sha256:{sha256(data)}")
     fetched = fetch(source, source.select(), folders)
     assert all(check.status == CHECK_PASSED for check in fetched.checks), fetched.checks
+
+
+def test_a_download_reports_its_bytes_against_the_objects_size(
+    make_source: MakeSource, uploader: Any, bucket: str, folders: tuple[Path, Path]
+) -> None:
+    data = os.urandom(20 * MiB + 5)
+    uploader.put_object(Bucket=bucket, Key="nightly/erp.bin", Body=data)
+    source = make_source(key="nightly/erp.bin")
+    reports: list[FetchProgress] = []
+
+    fetch(source, source.select(), folders, progress=reports.append)
+
+    assert reports == [
+        FetchProgress(8 * MiB, len(data)),
+        FetchProgress(16 * MiB, len(data)),
+        FetchProgress(len(data), len(data)),
+    ]

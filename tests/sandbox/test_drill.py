@@ -29,7 +29,9 @@ from tests.conftest import (
 pytestmark = pytest.mark.sandbox
 
 MISSING_MANIFEST = "  manifest: /data/compta/MISSING.sums\n"
-SUMMARY = re.compile(r"^2 passed, 1 failed, 0 errors; run (\S+), history in (.+)$")
+SUMMARY = re.compile(
+    r"^drill (\S+): 3 scenarios, 2 passed, 1 failed, 0 errors in \S+; history in (.+)$"
+)
 SANDBOX_IMAGE = "restore-tests/sandbox:bookworm"
 
 
