@@ -5,7 +5,8 @@ with a sha256sum manifest, a local restic repository holding one fresh snapshot 
 with bit rot in a data pack, a copy served over S3 by `rclone serve s3` on 127.0.0.1:9100, and a
 plain tar.zst export of the data on a "NAS" folder and in a bucket, a PostgreSQL dump of a billing
 database backed up with restic, and a CRM's SQLite file with a damaged page.
-Then runs `restore-tests drill scenarios/` and prints the RTO history. Exits 0 when every demo
+Then runs `restore-tests drill scenarios/`, prints the RTO history, writes the manager's report
+(demo-work/report.html) and prints the status. Exits 0 when every demo
 scenario got the verdict it was built to get.
 """
 
@@ -296,6 +297,13 @@ def main() -> int:
     print()
     history = restore_tests("history", "--db", database, "--limit", "20")
     print(history.stdout, end="")
+    print()
+    report = WORK / "report.html"
+    say(f"the manager's report: restore-tests report --since 7d -o {report.relative_to(ROOT)}")
+    restore_tests("report", "scenarios", "--db", database, "--since", "7d", "-o", str(report))
+    say("the manager's status: restore-tests status scenarios (exit 1: some scenarios fail)")
+    status = restore_tests("status", "scenarios", "--db", database)
+    print(status.stdout, end="")
     print()
     return check(results)
 
