@@ -541,12 +541,13 @@ def report(
     The period is --since (default: 92 days ago) to --until (default: now); the scenarios are
     FOLDER's (default ./scenarios when it exists, else those in the history). docs/report.md.
     """
+    from restore_tests.errors import UsageError
     from restore_tests.history import views
     from restore_tests.report import document as report_document
 
     output_format = output_format or report_document.format_for(output)
     if output is None and output_format == "html" and sys.stdout.isatty():
-        raise click.UsageError("the HTML report is a page: write it with -o report.html")
+        raise UsageError("the HTML report is a page for a browser: write it with -o report.html")
     document = report_document.build_document(
         read_store(db_url),
         _scenario_folder(folder),

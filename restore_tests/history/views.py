@@ -232,3 +232,24 @@ def rpo_figures(store: HistoryStore, where: ResultFilter) -> dict[str, RpoFigure
             name: RpoFigures(count, int(failed or 0), worst, target)
             for name, count, failed, worst, target in rows
         }
+
+
+def newest_passes(store: HistoryStore, scenarios: Collection[str]) -> dict[str, Result]:
+    """Each scenario's newest pass with its checks, phases and drill (a full record's worth)."""
+    newest = (
+        select(Result.scenario, func.max(Result.started_at).label("at"))
+        .where(Result.status == PASS, Result.scenario.in_(sorted(scenarios)))
+        .group_by(Result.scenario)
+        .subquery()
+    )
+    query = (
+        select(Result)
+        .join(newest, and_(Result.scenario == newest.c.scenario, Result.started_at == newest.c.at))
+        .where(Result.status == PASS)
+        .options(
+            selectinload(Result.checks), selectinload(Result.phases), selectinload(Result.drill)
+        )
+        .order_by(Result.id)  # a tie at the same second: the later row wins
+    )
+    with store.reading() as session:
+        return {row.scenario: row for row in session.scalars(query)}

@@ -19,6 +19,8 @@ from restore_tests.errors import UsageError
 from restore_tests.history import views
 from restore_tests.history.models import ABANDONED, CheckRow
 from restore_tests.history.store import HistoryStore
+from restore_tests.report import records
+from restore_tests.report.proof import proven
 from restore_tests.report.status import (
     NEVER_TESTED,
     OVERDUE,
@@ -170,6 +172,8 @@ def build_document(
         document.phases = views.phase_totals(store, where)
         document.rpo = views.rpo_figures(store, where)
         document.failures, document.more_failures = _failures(store, where)
+        passes = views.newest_passes(store, names)
+        document.proofs = {name: proven(records.from_row(row)) for name, row in passes.items()}
     if scenarios:
         document.folder = _common_folder(scenarios)
     return document

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import subprocess
+import sys
 import xml.etree.ElementTree as ElementTree
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from restore_tests.history.store import HistoryStore
-from tests.conftest import CliResult, run_cli
+from tests.conftest import ROOT, CliResult, run_cli
 from tests.report_helpers import DAMAGED_DISK, WRONG_PASSWORD, fill_history, write_scenarios
 
 pytestmark = pytest.mark.integration
@@ -66,6 +69,7 @@ def test_the_json_report_has_the_coverage_the_period_figures_and_the_failures(fo
     assert rows["billing-mysql"]["state"] == "never tested"
     assert rows["billing-mysql"]["period"]["rto"] is None
     assert rows["crm-sqlite"]["changed_since_pass"] is True
+    assert rows["accounting-db"]["last_pass_proved"] == "12,000 files hashed (8.0 GiB)"
     accounting = rows["accounting-db"]["period"]
     assert accounting["rto"]["over_target"] == 1
     assert accounting["rto"]["worst_seconds"] == 965.0
@@ -166,6 +170,7 @@ def test_the_junit_report_has_a_testcase_per_scenario_with_failures_and_errors(f
     assert message.startswith(f"FAIL: {DAMAGED_DISK} {HOSTILE}; overdue: last pass ")
     assert cases["accounting-db"].get("classname") == "restore-tests.Acme"
     assert float(cases["accounting-db"].get("time")) > 300
+    assert "last pass proved: 12,000 files hashed" in cases["accounting-db"].find("system-out").text
 
 
 def test_the_html_report_goes_to_stdout_when_it_is_not_a_terminal(folder):
@@ -174,6 +179,28 @@ def test_the_html_report_goes_to_stdout_when_it_is_not_a_terminal(folder):
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("<!DOCTYPE html>")
     assert done.stdout.count('<tr data-scenario="') == 2
+
+
+def test_the_html_report_is_not_poured_into_a_terminal(folder):
+    leader, terminal = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "cli.py"), "report"],
+            cwd=folder,
+            env={**os.environ, "RESTORE_TESTS_DB": f"sqlite:///{folder / 'history.db'}"},
+            stdout=terminal,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(terminal)
+        os.close(leader)
+
+    assert done.returncode == 2
+    assert done.stderr == (
+        "restore-tests: the HTML report is a page for a browser: write it with -o report.html\n"
+    )
 
 
 def test_the_output_file_is_replaced_whole_and_no_temporary_file_is_left(folder, tmp_path):
@@ -201,11 +228,13 @@ def test_an_empty_history_without_a_folder_gives_an_empty_report(tmp_path):
 
     document = json_report(tmp_path)
     markdown = report(tmp_path, "--format", "md")
+    page = report(tmp_path, "--format", "html")
 
     assert document["scenarios"] == [] and document["failures"] == []
     assert document["summary"]["scenarios"] == 0
     assert document["scenario_folder"] is None
     assert "No failure, error or abandoned run." in markdown.stdout
+    assert "No scenario: the history is empty and no scenario folder was given." in page.stdout
 
 
 @pytest.mark.parametrize(
