@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,6 +49,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest migration; a test holds it equal to Alembic's head. Knowing it lets an up-to-date
 # database skip importing Alembic at all (a large part of a short run's start-up time).
 SCHEMA_REVISION = "0003"
+MIGRATION_LOCK = 0x7265_7374_6F72_65  # a PostgreSQL advisory lock key of its own ("restore")
 # Given to a result row left "running" by a drill that did finish: its final write failed.
 NOT_RECORDED = (
     "not recorded: the history database failed when this scenario finished "
@@ -137,6 +138,7 @@ class HistoryStore:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as connection:
+            _lock_migrations(connection)
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
@@ -393,7 +395,7 @@ def _result_columns(result: ScenarioResult) -> dict[str, Any]:
 
 
 def tags_column(tags: Collection[str]) -> str:
-    """Tags as stored: ",a,b," (or ""), so that `LIKE '%,a,%'` finds one."""
+    """Tags as stored: ",a,b," (or ""), so that a tag is found as ",a," in them."""
     return f",{','.join(tags)}," if tags else ""
 
 
@@ -425,6 +427,16 @@ def _engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _lock_migrations(connection: Connection) -> None:
+    """One migration at a time on a server: two drills opening an empty PostgreSQL history
+    together would both create the tables and the second fail on a duplicate (two threads of one
+    process hang instead: Alembic's context is global). The lock holds until the transaction
+    ends; Alembic then reads the revision the first one committed. SQLite's BEGIN IMMEDIATE
+    already queues them."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
 
 
 def _display(url: str) -> str:

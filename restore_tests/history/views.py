@@ -75,9 +75,7 @@ class ResultFilter:
         if self.until:
             conditions.append(Result.started_at < _naive(self.until))
         if self.tags:
-            conditions.append(
-                or_(*(Result.tags.like(f"%{tags_column([tag])}%") for tag in self.tags))
-            )
+            conditions.append(or_(*(_has_tag(tag) for tag in self.tags)))
         if self.statuses:
             conditions.append(Result.status.in_(sorted(self.statuses)))
         if self.clients:
@@ -85,6 +83,13 @@ class ResultFilter:
         if self.triggers:
             selected = selected.join(Result.drill).where(Drill.trigger.in_(sorted(self.triggers)))
         return selected.where(and_(*conditions)) if conditions else selected
+
+
+def _has_tag(tag: str) -> Any:
+    """The stored ",a,b," holds ",tag," exactly. Not LIKE: "_" and "%" in a tag would be
+    wildcards (pci_dss finding pci-dss), and SQLite's LIKE ignores case where PostgreSQL's does
+    not; replace() compares bytes on SQLite, PostgreSQL and MySQL alike."""
+    return func.replace(Result.tags, tags_column([tag]), "") != Result.tags
 
 
 def _naive(moment: datetime) -> datetime:
