@@ -43,8 +43,11 @@ pytestmark = pytest.mark.sandbox
 
 SERVER_TIME_ZONE = "Pacific/Chatham"  # UTC+13:45 (+12:45 in its winter)
 READY_SECONDS = 30.0
+PASSWORD_ROLE, ROLE_PASSWORD = "drill", "pg-Secret-4-history"
+# Trust for everyone but one role, which must give its password (the first matching line wins).
 SERVER_SCRIPT = (
     "initdb -D /scratch/data -U postgres --auth=trust --no-sync >/dev/null && "
+    f"sed -i '1i local all {PASSWORD_ROLE} scram-sha-256' /scratch/data/pg_hba.conf && "
     "exec postgres -D /scratch/data -c listen_addresses='' -c unix_socket_directories=/socket "
     f"-c fsync=off -c timezone={SERVER_TIME_ZONE}"
 )
@@ -60,12 +63,12 @@ class PostgresServer:
             host=str(self.socket_folder), user="postgres", dbname=database, autocommit=True
         )
 
-    def new_database(self) -> str:
-        """The URL of a new, empty database."""
+    def new_database(self, owner: str = "postgres") -> str:
+        """The URL of a new, empty database (for its owner, without a password)."""
         name = f"history_{uuid.uuid4().hex[:12]}"
         with self.connect() as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@/{name}?host={self.socket_folder}"
+            connection.execute(f'CREATE DATABASE "{name}" OWNER "{owner}"')
+        return f"postgresql+psycopg://{owner}@/{name}?host={self.socket_folder}"
 
     def query(self, url: str, sql: str) -> list[tuple[object, ...]]:
         """Run sql in the URL's database, as psql would; its rows, if it has any."""
@@ -140,6 +143,10 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Postgr
         if started.returncode != 0:
             pytest.fail(f"docker run {PG15} failed: {started.stderr.strip()}")
         wait_until_ready(server)
+        with server.connect() as connection:
+            connection.execute(
+                f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}'"  # not a superuser
+            )
         yield server
     finally:
         subprocess.run(
@@ -330,6 +337,45 @@ def test_a_real_check_is_recorded_in_postgresql_and_read_back_by_every_view(
     )
     assert abs(pass_time - time.time()) < 600  # stored as UTC, not the server's +13:45
 
+    report = run_cli(
+        "report", str(folder), "--db", postgres_url, "--since", "1d", "--format", "json"
+    )
+    assert report.returncode == 0, report.stderr
+    reported = {row["scenario"]: row for row in json.loads(report.stdout)["scenarios"]}
+    assert [point["status"] for point in reported["share"]["period"]["rto_points"]] == [PASS]
+    assert set(reported["share"]["period"]["phase_means_seconds"]) >= {"fetch", "verify"}
+    assert reported["share"]["last_pass_proved"]
+    assert [failure["scenario"] for failure in json.loads(report.stdout)["failures"]] == [
+        "share-broken"
+    ]
+
+
+def test_a_role_with_a_password_gets_it_from_pgpassword_or_a_pgpass_file(postgres_server, tmp_path):
+    """The URL holds no password (it would end up in units and logs); libpq finds it. The role
+    is no superuser: owning the database is enough to create the history's tables."""
+    url = postgres_server.new_database(owner=PASSWORD_ROLE)
+    refused = run_cli("history", "--db", url)
+    assert refused.returncode == 3
+    assert refused.stderr.startswith(
+        f"restore-tests: history database {make_url(url)} is unusable: "
+    )
+    assert "password" in refused.stderr
+
+    shown = run_cli("history", "--db", url, env={"PGPASSWORD": ROLE_PASSWORD})
+    assert shown.returncode == 0, shown.stderr
+    assert postgres_server.query(url, "SELECT version_num FROM alembic_version") == [
+        (SCHEMA_REVISION,)
+    ]
+    password_file = tmp_path / "pgpass"
+    password_file.write_text(f"*:*:*:{PASSWORD_ROLE}:{ROLE_PASSWORD}\n")
+    password_file.chmod(0o600)  # libpq ignores a .pgpass that others can read
+    status = run_cli(
+        "status", "--db", url, "--json", env={"PGPASSFILE": str(password_file)}, cwd=tmp_path
+    )
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["scenarios"] == []
+    assert ROLE_PASSWORD not in status.stdout + status.stderr + shown.stdout + refused.stderr
+
 
 # --- concurrent writers ---------------------------------------------------------------------
 
@@ -519,6 +565,16 @@ def test_results_narrowed_by_every_filter_field_at_once(history):
         "share": STARTED + timedelta(hours=4),
         "erp": STARTED + timedelta(hours=3),
     }
+
+
+def test_newest_passes_come_with_their_checks_phases_and_drill(history):
+    found = views.newest_passes(history, ["share", "erp", "nothing"])
+    assert {name: row.drill.run_id for name, row in found.items()} == {
+        "share": "run-3",
+        "erp": "run-2",
+    }
+    assert [check.status for check in found["share"].checks] == ["passed", "failed", "error"]
+    assert [phase.name for phase in found["erp"].phases] == ["fetch", "verify"]
 
 
 def test_rpo_figures_count_per_scenario(history):
