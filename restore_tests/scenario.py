@@ -136,9 +136,9 @@ class ScenarioBase(StrictModel):
     )
     description: str = Field("", description="What this backup is, for the report.")
     kind: str = Field(description="What is restored; decides the verify section.")
-    tags: list[str] = Field(
+    tags: list[Annotated[str, Field(pattern=r"^[^,\s]+$", max_length=64)]] = Field(
         default_factory=list,
-        description="Labels to select scenarios with --tag.",
+        description="Labels to select scenarios with --tag (no commas or spaces).",
         examples=[["quarterly", "client-acme"]],
     )
     client: str = Field(
