@@ -695,3 +695,30 @@ def test_restic_verify_under_verify_says_where_it_moved(tmp_path: Path) -> None:
         "moved: write `verify: true` in the source section (type: restic): restic restore "
         "--verify belongs to the restic source",
     )
+
+
+# -- who and how often ------------------------------------------------------------------------
+
+
+def test_client_owner_and_every_default_to_none_and_a_quarter(tmp_path: Path) -> None:
+    [scenario] = load_file(write(tmp_path, minimal()))
+
+    assert (scenario.client, scenario.owner, scenario.every) == ("", "", 92 * 86400.0)
+
+
+def test_client_owner_and_every_are_read(tmp_path: Path) -> None:
+    text = minimal() + "client: Acme\nowner: finance IT\nevery: 30d\n"
+
+    [scenario] = load_file(write(tmp_path, text))
+
+    assert (scenario.client, scenario.owner, scenario.every) == ("Acme", "finance IT", 30 * 86400.0)
+
+
+def test_a_tag_with_a_comma_is_refused_because_the_history_stores_tags_comma_separated(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ScenarioError) as raised:
+        load_file(write(tmp_path, minimal() + 'tags: [quarterly, "pci,dss"]\n'))
+
+    [(_, field, message)] = problems_of(raised)
+    assert field == "tags[1]" and "should match pattern" in message
