@@ -42,8 +42,6 @@ class RunContext:
     tree: RestoredTree  # the restored tree, walked once (contained lookups, safe to open)
     files: int | None = None  # restored tree, as the runner measured it
     bytes: int | None = None
-    hashed_files: int | None = None
-    hashed_bytes: int | None = None
 
     @property
     def verify(self) -> Any:

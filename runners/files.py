@@ -211,8 +211,6 @@ def _hash_check(
         if extra
         else ""
     )
-    context.hashed_files = (context.hashed_files or 0) + result.matched
-    context.hashed_bytes = (context.hashed_bytes or 0) + result.bytes_hashed
     if result.host_errors:
         return Check.error(
             name,

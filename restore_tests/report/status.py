@@ -26,6 +26,7 @@ from restore_tests.history.views import (
     rto_points,
     scenario_names,
 )
+from restore_tests.report.records import SCHEMA_VERSION
 from restore_tests.report.table import zone_name
 from restore_tests.results import PASS, name_list, one_line
 from restore_tests.timing import DEFAULT_EVERY_SECONDS, format_duration
@@ -341,8 +342,6 @@ def note(row: ScenarioStatus, now: datetime) -> str:
         notes.append(f"no run in the history (every {format_duration(row.every_seconds)})")
     return "; ".join(notes)
 
-
-SCHEMA_VERSION = 1
 
 
 def status_document(report: StatusReport) -> dict[str, Any]:
