@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.report_helpers
 
-from PIL import Image  # noqa: E402  (a matplotlib dependency)
+from PIL import Image  # noqa: E402  (Pillow, of the test extra)
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 from tests.integration.test_report_html import BROWSER_ARGS, CHROMIUM  # noqa: E402

@@ -1,55 +1,32 @@
-"""The report's charts as inline SVG (matplotlib): RTO trends and where the time goes.
+"""The report's charts as inline SVG (pygal): RTO trends and where the time goes.
 
-Text is drawn as paths (DejaVu Sans, shipped with matplotlib), so a chart looks the same on any
-machine, offline, and a name drawn in a chart cannot become markup; mathtext is off, so a `$` in
-a name stays a `$`. Figures are made without pyplot, so no GUI backend and no global figure
-state is involved: the SVG canvas renders them. Imported only by the HTML renderer: matplotlib
-takes a while to load.
+pygal writes SVG elements directly (text stays text), about ten times faster per chart than
+matplotlib, which the report drew with before (100 charts: 1-2 s instead of 15-30 s).
+Each chart's <style> is scoped by its own id (pygal prefixes every selector with it) and ids are
+unique on the page; pygal's script (the configuration of its JavaScript, unused: js=[]), its
+comments and its tooltip descriptions are removed, so a chart is markup and a scoped style only.
+Text goes through ElementTree: a name in a chart is escaped, never markup. Imported only by the
+HTML renderer.
 """
 
 from __future__ import annotations
 
-import functools
-import io
+import math
 import re
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, ParamSpec
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
-import matplotlib
-from matplotlib.axes import Axes
-from matplotlib.dates import AutoDateLocator, ConciseDateFormatter, date2num
-from matplotlib.figure import Figure
+import pygal
+from pygal.style import Style
 
 from restore_tests.history.views import RtoPoint
 from restore_tests.results import PASS
 
-SERIES: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("rto_seconds", {"color": "#2563eb", "marker": "o", "markersize": 3, "label": "measured"}),
-    (
-        "projected_rto_seconds",
-        {
-            "color": "#9333ea",
-            "marker": "s",
-            "markersize": 3,
-            "linestyle": ":",
-            "label": "projected full restore",
-        },
-    ),
-)
-TARGET_STYLE: dict[str, Any] = {
-    "color": "#dc2626",
-    "linestyle": "--",
-    "linewidth": 1,
-    "label": "target",
-}
-MISS_STYLE: dict[str, Any] = {
-    "color": "#dc2626",
-    "marker": "x",
-    "s": 22,
-    "zorder": 3,
-    "label": "not a pass",
-}
+MAX_POINTS = 120  # per RTO chart: above it, passes are drawn as means of consecutive results
+DOTTED_POINTS = 40  # a line with more points is drawn without a dot on each
+MEASURED, PROJECTED, TARGET, MISSED = "#2563eb", "#9333ea", "#dc2626", "#b91c1c"
 # preflight, select, space (not in the RTO) in greys; sandbox, fetch, load, verify, boot in
 # colours; teardown grey again (PHASE_ORDER in document.py)
 PHASE_COLOURS = {
@@ -64,37 +41,69 @@ PHASE_COLOURS = {
     "teardown": "#64748b",
 }
 OTHER_COLOUR = "#0ea5e9"
-STYLE: dict[Any, Any] = {  # rcParams
-    "svg.fonttype": "path",
-    "svg.hashsalt": "restore-tests",  # the same ids for the same chart: reproducible output
-    "text.parse_math": False,
-    "font.size": 8.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e5e7eb",
-    "grid.linewidth": 0.6,
-    "legend.frameon": False,
-}
 UNITS = ((3600.0, "hours"), (60.0, "minutes"), (1.0, "seconds"))
-# Stripped so the SVG can sit inside HTML: the XML header, the doctype, comments (matplotlib
-# writes each text there), metadata and its global style (the page's stylesheet has the rule).
-STRIPPED = re.compile(
-    r"<\?xml.*?\?>|<!DOCTYPE.*?>|<!--.*?-->|<metadata>.*?</metadata>|<style.*?</style>", re.S
+FONT = "inherit"  # the page's font: charts read like the text around them
+FONT_SIZES = {
+    f"{part}_font_size": size
+    for part, size in (("label", 10), ("major_label", 10), ("legend", 10.5), ("title", 11))
+}
+# The chart's own CSS instead of pygal's (5 KB a chart of hover effects, tooltips and maps):
+# base.css (fonts) is always added by pygal; {id} is the chart's id selector, colours follow.
+CSS = (
+    "{id}.background{{fill:none}}{id}.graph{{fill:#374151}}{id}text{{stroke:none}}"
+    "{id}.nofill{{fill:none}}{id}.line{{stroke-width:1.4}}{id}.dot{{stroke-width:1}}"
+    "{id}.axis .line{{stroke:#9ca3af;stroke-width:1}}"
+    "{id}.axis .guide.line{{stroke:#e5e7eb;stroke-width:1}}"
+    "{id}.axis.x .guide.line{{stroke:#f3f4f6}}"
+    "{id}.legend rect{{stroke:none}}{id}.axis.y text{{text-anchor:end}}"
+    "{id}.axis.x text,{id}.title{{text-anchor:middle}}"
 )
-REFERENCES = re.compile(r'(id="|href="#|url\(#)')
-Arguments = ParamSpec("Arguments")
+COLOUR_CSS = "{id}.color-{index}{{stroke:{colour};fill:{colour}}}"
+# Removed from pygal's SVG: comments (one with the date), the <title> "Pygal" and the ids its
+# JavaScript reads (the same in every chart).
+STRIPPED = re.compile(r'<!--.*?-->|<title>Pygal</title>| id="activate-serie-\d+"', re.S)
+PRECISION = re.compile(r"(\.\d\d)\d{2,}")  # coordinates to 1/100 px: a third of the size
 
 
-def styled(draw: Callable[Arguments, str]) -> Callable[Arguments, str]:
-    """Draw with the report's style (rcParams are read as artists are made and saved)."""
+class Quiet:
+    """A pygal chart that writes nothing for its JavaScript: neither the <desc> tooltips of each
+    point nor the <script> of its configuration (a third of the time of a small chart)."""
 
-    @functools.wraps(draw)
-    def drawn(*args: Arguments.args, **kwargs: Arguments.kwargs) -> str:
-        with matplotlib.rc_context(STYLE):
-            return draw(*args, **kwargs)
+    svg: Any
 
-    return drawn
+    def _tooltip_data(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def _draw(self) -> None:
+        self.svg.add_scripts = lambda: None  # called by pre_render, after drawing
+        super()._draw()  # type: ignore[misc]
+
+
+class Line(Quiet, pygal.XY):
+    pass
+
+
+class Bars(Quiet, pygal.HorizontalStackedBar):
+    pass
+
+
+@dataclass(frozen=True)
+class Serie:
+    """A line or a set of dots of a chart: pygal's options, its colour and its dashes."""
+
+    name: str
+    colour: str
+    values: Sequence[Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    dashes: str = ""
+
+
+@dataclass(frozen=True)
+class RtoChart:
+    """A scenario's RTO chart and, when its points were thinned, a note saying how."""
+
+    svg: str
+    note: str
 
 
 def unit_for(seconds: float) -> tuple[float, str]:
@@ -102,80 +111,174 @@ def unit_for(seconds: float) -> tuple[float, str]:
     return next((size, name) for size, name in UNITS if seconds >= 2 * size or size == 1.0)
 
 
-@styled
-def rto_chart(points: Sequence[RtoPoint], start: datetime, end: datetime, chart_id: str) -> str:
+def rto_chart(
+    points: Sequence[RtoPoint], start: datetime, end: datetime, chart_id: str
+) -> RtoChart:
     """The measured RTO of each result against its target (and the projection, where made)."""
     measured = [p for p in points if p.rto_seconds is not None]
     values = [p.rto_seconds or 0.0 for p in measured] + [
         value for p in points for value in (p.rto_target_seconds, p.projected_rto_seconds) if value
     ]
     size, unit = unit_for(max(values, default=1.0))
-    figure = Figure(figsize=(5.4, 2.1))
-    # Fixed margins: a laid-out figure (tight, constrained) costs a second drawing per chart.
-    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.2, top=0.84)
-    axes = figure.subplots()
-    _plot_rto(axes, measured, size)
-    axes.set_xlim(date2num(start), date2num(end))
-    axes.set_ylim(bottom=0)
-    axes.set_ylabel(f"RTO ({unit})")
-    _date_axis(axes)
-    figure.legend(loc="upper left", bbox_to_anchor=(0.09, 1.0), ncols=4, fontsize=8)
-    return to_svg(figure, chart_id)
-
-
-def _plot_rto(axes: Axes, measured: Sequence[RtoPoint], size: float) -> None:
-    for attribute, style in SERIES:
-        pairs = _pairs(measured, attribute, size)
-        if pairs:
-            axes.plot(*zip(*pairs, strict=True), **style)
-    targets = _pairs(measured, "rto_target_seconds", size)
-    if targets:
-        axes.step(*zip(*targets, strict=True), where="post", **TARGET_STYLE)
     misses = _pairs([p for p in measured if p.status != PASS], "rto_seconds", size)
-    if misses:
-        axes.scatter(*zip(*misses, strict=True), **MISS_STYLE)
+    passes = _pairs([p for p in measured if p.status == PASS], "rto_seconds", size)
+    line, every = bucket_means(passes, max(MAX_POINTS - len(misses), MAX_POINTS // 2))
+    projected, _ = bucket_means(_pairs(measured, "projected_rto_seconds", size), MAX_POINTS)
+    targets = _pairs(measured, "rto_target_seconds", size)
+    # A dot per point while they can be told apart; above, the line alone (a dot is what takes
+    # pygal the most time: a 120-point chart draws in half the time without them).
+    dots = {"dots_size": 2.2} if len(line) <= DOTTED_POINTS else {"show_dots": False}
+    series = [  # the longest name last: pygal's legend gives each name the same width
+        Serie("measured", MEASURED, line, dots),
+        Serie("target", TARGET, steps(targets), {"show_dots": False}, "6,3"),
+        Serie("not a pass", MISSED, misses, {"stroke": False, "dots_size": 3.4}),
+        Serie("projected full restore", PROJECTED, projected, dots, "2,2"),
+    ]
+    series = [serie for serie in series if serie.values]
+    ticks, label = date_ticks(start, end)
+    chart = Line(
+        **_config(chart_id, series),
+        width=540,
+        height=215,
+        xrange=(start.timestamp(), end.timestamp()),
+        x_labels=ticks,
+        x_value_formatter=label,
+        include_x_axis=True,
+        y_title=f"RTO ({unit})",
+        legend_at_bottom_columns=len(series),
+    )
+    for serie in series:
+        chart.add(serie.name, serie.values, **serie.options)
+    chart.uuid = chart_id
+    note = "" if every == 1 else _thinning_note(len(passes), every)
+    return RtoChart(PRECISION.sub(r"\1", _svg(chart)), note)
 
 
-def _pairs(points: Sequence[RtoPoint], attribute: str, size: float) -> list[tuple[datetime, float]]:
-    """(time, value in the chart's unit) for the points that have the value."""
-    pairs = [(p.started_at, getattr(p, attribute)) for p in points]
+def _thinning_note(passes: int, every: int) -> str:
+    return (
+        f"{passes} passes drawn as the means of {every} consecutive ones (at most {MAX_POINTS} "
+        "points a chart); every result that was not a pass is drawn on its own."
+    )
+
+
+def _pairs(points: Sequence[RtoPoint], attribute: str, size: float) -> list[tuple[float, float]]:
+    """(POSIX time, value in the chart's unit) for the points that have the value."""
+    pairs = [(p.started_at.timestamp(), getattr(p, attribute)) for p in points]
     return [(moment, value / size) for moment, value in pairs if value is not None]
 
 
-@styled
+def bucket_means(
+    pairs: Sequence[tuple[float, float]], limit: int
+) -> tuple[list[tuple[float, float]], int]:
+    """At most limit points: the means of runs of consecutive pairs, and the run's length."""
+    every = max(1, math.ceil(len(pairs) / limit))
+    if every == 1:
+        return list(pairs), 1
+    runs = [pairs[index : index + every] for index in range(0, len(pairs), every)]
+    means = [
+        (sum(moment for moment, _ in run) / len(run), sum(value for _, value in run) / len(run))
+        for run in runs
+    ]
+    return means, every
+
+
+def steps(pairs: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A step line through the pairs (a target holds until the next one): only its corners."""
+    corners: list[tuple[float, float]] = []
+    for moment, value in pairs:
+        if corners and corners[-1][1] != value:
+            corners.append((moment, corners[-1][1]))
+        if not corners or corners[-1][1] != value:
+            corners.append((moment, value))
+    if pairs and len(pairs) > 1:
+        corners.append((pairs[-1][0], corners[-1][1]))
+    return corners
+
+
+def date_ticks(start: datetime, end: datetime) -> tuple[list[float], Any]:
+    """At most about 7 dates on this machine's clock, on days, months or years as the span asks."""
+    first, last = start.astimezone(), end.astimezone()
+    days = (last - first).days
+    if days <= 120:
+        step = next(step for step in (1, 2, 7, 14, 28) if days / step <= 7)
+        day = first.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        moments = [day + timedelta(days=step * n) for n in range(days // step + 1)]
+        text = "%Y-%m-%d"
+    else:
+        months = next(m for m in (1, 2, 3, 6, 12, 24, 60) if days / 30.4 / m <= 7)
+        index = first.year * 12 + first.month  # the month after start's, 0-based
+        index += -index % months
+        moments = []
+        while len(moments) < 100:
+            moment = first.replace(year=index // 12, month=index % 12 + 1, day=1, hour=0, minute=0)
+            if moment > last:
+                break
+            moments.append(moment.replace(second=0, microsecond=0))
+            index += months
+        text = "%Y" if months >= 12 else "%Y-%m"
+    ticks = [moment.timestamp() for moment in moments if first <= moment <= last]
+    return ticks, lambda stamp: f"{datetime.fromtimestamp(stamp):{text}}"
+
+
 def phase_chart(
     names: Sequence[str], phases: Sequence[str], means: dict[str, dict[str, float]], chart_id: str
 ) -> str:
     """One horizontal bar per scenario, split into the mean seconds of its phases."""
     size, unit = unit_for(max((sum(means.get(n, {}).values()) for n in names), default=1.0))
-    # Laid out (the names' width is not known in advance): one chart, the cost is paid once.
-    figure = Figure(figsize=(9.6, 0.9 + 0.26 * len(names)), layout="constrained")
-    axes = figure.subplots()
-    left = [0.0] * len(names)
-    for phase in phases:
-        widths = [means.get(name, {}).get(phase, 0.0) / size for name in names]
-        colour = PHASE_COLOURS.get(phase, OTHER_COLOUR)
-        axes.barh(range(len(names)), widths, left=left, color=colour, height=0.6, label=phase)
-        left = [a + b for a, b in zip(left, widths, strict=True)]
-    axes.set_yticks(range(len(names)), list(names))
-    axes.invert_yaxis()
-    axes.set_xlabel(f"mean {unit} per pass")
-    axes.grid(axis="y", visible=False)
-    figure.legend(loc="outside upper left", ncols=len(phases), fontsize=8)
-    return to_svg(figure, chart_id)
+    bottom_up = list(reversed(names))  # pygal draws the first label at the bottom
+    series = [
+        Serie(
+            phase,
+            PHASE_COLOURS.get(phase, OTHER_COLOUR),
+            [means.get(name, {}).get(phase, 0.0) / size for name in bottom_up],
+        )
+        for phase in phases
+    ]
+    chart = Bars(
+        **_config(chart_id, series),
+        width=960,
+        height=80 + 22 * len(names),
+        x_labels=bottom_up,
+        x_title=f"mean {unit} per pass",
+        legend_at_bottom_columns=min(len(phases), 9),
+    )
+    for serie in series:
+        chart.add(serie.name, serie.values)
+    chart.uuid = chart_id
+    return _svg(chart)
 
 
-def _date_axis(axes: Axes) -> None:
-    """Dates on this machine's clock, as the rest of the report shows them."""
-    zone = datetime.now().astimezone().tzinfo
-    locator = AutoDateLocator(minticks=3, maxticks=8, tz=zone)
-    axes.xaxis.set_major_locator(locator)
-    axes.xaxis.set_major_formatter(ConciseDateFormatter(locator, tz=zone))
+def _config(chart_id: str, series: Sequence[Serie]) -> dict[str, Any]:
+    """What every chart shares: no JavaScript, our CSS, no truncated label, the page's font."""
+    selector = f"#chart-{chart_id} "
+    css = [CSS.format(id=selector)]
+    for index, serie in enumerate(series):
+        css.append(COLOUR_CSS.format(id=selector, index=index, colour=serie.colour))
+        if serie.dashes:
+            css.append(f"{selector}.serie-{index} .line{{stroke-dasharray:{serie.dashes}}}")
+    return {
+        "style": Style(
+            font_family=FONT,
+            background="transparent",
+            plot_background="transparent",
+            colors=tuple(serie.colour for serie in series),
+            **FONT_SIZES,
+        ),
+        "js": [],
+        "css": ["inline:" + "".join(css)],
+        "disable_xml_declaration": True,
+        "truncate_label": -1,
+        "truncate_legend": -1,
+        "show_x_guides": True,
+        "legend_at_bottom": True,
+        "legend_box_size": 10,
+        "value_formatter": lambda value: f"{round(value, 3):g}",
+        "margin_top": 8,
+        "margin_bottom": 6,
+        "spacing": 8,
+        "max_scale": 7,  # y labels: about 6, not every unit up to 30
+    }
 
 
-def to_svg(figure: Figure, chart_id: str) -> str:
-    """The figure as an <svg> element whose ids are prefixed with chart_id (unique on a page)."""
-    buffer = io.StringIO()
-    figure.savefig(buffer, format="svg", metadata={"Date": None})
-    svg = STRIPPED.sub("", buffer.getvalue()).strip()
-    return REFERENCES.sub(rf"\1{chart_id}-", svg)
+def _svg(chart: Any) -> str:
+    return STRIPPED.sub("", chart.render()).strip()

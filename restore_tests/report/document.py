@@ -32,7 +32,7 @@ from restore_tests.results import CHECK_PASSED, ERROR, FAIL, PASS
 from restore_tests.scenario import ScenarioBase
 from restore_tests.timing import format_duration
 
-# The formats and their renderers, each imported only when used (matplotlib is slow to load).
+# The formats and their renderers, each imported only when used (the HTML one loads pygal).
 RENDERERS = {
     "html": ("restore_tests.report.html", "render_html"),
     "md": ("restore_tests.report.markdown", "render_markdown"),

@@ -61,16 +61,17 @@ def _context(document: ReportDocument) -> dict[str, Any]:
     }
 
 
-def _rto_charts(document: ReportDocument) -> dict[str, Markup]:
-    """One chart per scenario with a measured RTO in the period (ids unique on the page)."""
-    from restore_tests.report import charts  # matplotlib: only when a page is drawn
+def _rto_charts(document: ReportDocument) -> dict[str, tuple[Markup, str]]:
+    """One chart per scenario with a measured RTO in the period (ids unique on the page), and
+    the note saying how its points were thinned, if they were."""
+    from restore_tests.report import charts  # pygal: only when a page is drawn
 
     drawn = {}
     for index, row in enumerate(document.rows):
         points = document.rto_points.get(row.scenario, [])
         if any(point.rto_seconds is not None for point in points):
-            svg = charts.rto_chart(points, document.since, document.period_end, f"rto{index}")
-            drawn[row.scenario] = Markup(svg)
+            chart = charts.rto_chart(points, document.since, document.period_end, f"rto{index}")
+            drawn[row.scenario] = (Markup(chart.svg), chart.note)
     return drawn
 
 

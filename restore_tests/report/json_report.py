@@ -8,6 +8,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
+from restore_tests.history.views import RtoPoint
 from restore_tests.report.document import ReportDocument, rto_summary
 from restore_tests.report.status import FAILING, NEVER_TESTED, OK, OVERDUE, status_document
 
@@ -55,11 +56,22 @@ def _scenario(document: ReportDocument, row: dict[str, Any]) -> dict[str, Any]:
     rpo = document.rpo.get(name)
     period = {
         "rto": asdict(summary) if summary else None,
-        "rto_points": [{**asdict(point), "started_at": _iso(point.started_at)} for point in points],
+        "rto_points": [_point(point) for point in points],
         "phase_means_seconds": document.phases.get(name, {}),
         "rpo": asdict(rpo) if rpo else None,
     }
     return {**row, "last_pass_proved": document.proofs.get(name), "period": period}
+
+
+def _point(point: RtoPoint) -> dict[str, Any]:
+    """A point as asdict() would make it, without its deep copies (26,000 in 5 years of weeks)."""
+    return {
+        "started_at": point.started_at.isoformat(),
+        "status": point.status,
+        "rto_seconds": point.rto_seconds,
+        "rto_target_seconds": point.rto_target_seconds,
+        "projected_rto_seconds": point.projected_rto_seconds,
+    }
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -151,20 +151,89 @@ def test_the_format_follows_the_output_file_name(name, expected):
     assert format_for(Path(name)) == expected
 
 
-def test_two_charts_on_one_page_share_no_id_and_carry_no_script_or_text_element():
+def test_two_charts_on_one_page_share_no_id_and_carry_no_script_or_reference():
     from restore_tests.report.charts import rto_chart
 
     points = [
         RtoPoint(NOW - timedelta(days=days), "pass", 40.0 + days, 900.0, None)
         for days in (60, 30, 1)
     ]
-    first = rto_chart(points, NOW - timedelta(days=92), NOW, "rto0")
-    second = rto_chart(points, NOW - timedelta(days=92), NOW, "rto1")
+    first = rto_chart(points, NOW - timedelta(days=92), NOW, "rto0").svg
+    second = rto_chart(points, NOW - timedelta(days=92), NOW, "rto1").svg
 
     assert first.startswith("<svg") and second.startswith("<svg")
     ids = [re.findall(r'id="([^"]*)"', svg) for svg in (first, second)]
-    assert ids[0] and not set(ids[0]) & set(ids[1])
-    references = re.findall(r'(?:href="#|url\(#)([^")]*)', first)
-    assert references and set(references) <= set(ids[0])
-    for forbidden in ("<script", "<text", "<?xml", "<!--", "<style"):
+    assert ids == [["chart-rto0"], ["chart-rto1"]]
+    for forbidden in ("<script", "<desc", "<?xml", "<!--", "href=", "url(", "@import"):
         assert forbidden not in first
+
+
+def test_a_charts_style_applies_to_that_chart_alone():
+    from restore_tests.report.charts import rto_chart
+
+    points = [RtoPoint(NOW - timedelta(days=3), "fail", 95.0, 60.0, 400.0)]
+    svg = rto_chart(points, NOW - timedelta(days=92), NOW, "rto7").svg
+
+    styles = re.findall(r"<style[^>]*>(.*?)</style>", svg, re.S)
+    assert len(styles) == 1
+    selectors = [
+        selector.strip()
+        for rule in re.findall(r"([^{}]+)\{[^{}]*\}", styles[0])
+        for selector in rule.split(",")
+    ]
+    assert selectors and all(selector.startswith("#chart-rto7") for selector in selectors)
+
+
+def test_a_name_in_a_chart_is_text_never_markup():
+    from restore_tests.report.charts import phase_chart
+
+    hostile = "<script>alert(1)</script>"
+    svg = phase_chart([hostile, "crm"], ["fetch", "verify"], {hostile: {"fetch": 3.0}}, "phases")
+
+    assert "<script" not in svg
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in svg
+
+
+def test_a_long_history_is_drawn_as_bucket_means_keeping_every_result_that_did_not_pass():
+    from restore_tests.report.charts import MAX_POINTS, rto_chart
+
+    failed = {10, 11, 200}
+    points = [
+        RtoPoint(
+            NOW - timedelta(weeks=260 - week),
+            "fail" if week in failed else "pass",
+            60.0,
+            900.0,
+            None,
+        )
+        for week in range(260)
+    ]
+    chart = rto_chart(points, NOW - timedelta(weeks=261), NOW, "rto0")
+
+    assert "257 passes drawn as the means of 3 consecutive ones" in chart.note
+    assert "every result that was not a pass is drawn on its own" in chart.note
+    measured = re.findall(r'<g class="series serie-0 color-0">(.*?)</g>', chart.svg)[0]
+    assert len(re.findall(r" [\d.]+ [\d.]+", measured)) + 1 <= MAX_POINTS
+    overlay = chart.svg[chart.svg.index('class="plot overlay"') :]
+    assert overlay.count("<circle") == len(failed)
+
+
+def test_a_short_history_is_drawn_point_by_point_without_a_note():
+    from restore_tests.report.charts import rto_chart
+
+    points = [RtoPoint(NOW - timedelta(weeks=week), "pass", 60.0, 90.0, None) for week in (3, 2, 1)]
+    chart = rto_chart(points, NOW - timedelta(days=92), NOW, "rto0")
+
+    assert chart.note == ""
+    assert chart.svg.count("<circle") == 3
+    assert "RTO (minutes)" not in chart.svg and "RTO (seconds)" in chart.svg
+
+
+def test_the_json_points_carry_every_field_of_a_point():
+    from dataclasses import asdict
+
+    from restore_tests.report.json_report import _point
+
+    point = RtoPoint(NOW, "pass", 41.0, 900.0, 3600.0)
+
+    assert _point(point) == {**asdict(point), "started_at": "2026-09-30T12:00:00+00:00"}
