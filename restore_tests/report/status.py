@@ -343,7 +343,6 @@ def note(row: ScenarioStatus, now: datetime) -> str:
     return "; ".join(notes)
 
 
-
 def status_document(report: StatusReport) -> dict[str, Any]:
     """The status as JSON (schema_version 1): one object per scenario, times in ISO UTC."""
     now = report.generated_at
