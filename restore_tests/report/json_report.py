@@ -10,9 +10,8 @@ from typing import Any
 
 from restore_tests.history.views import RtoPoint
 from restore_tests.report.document import ReportDocument, rto_summary
+from restore_tests.report.records import SCHEMA_VERSION
 from restore_tests.report.status import FAILING, NEVER_TESTED, OK, OVERDUE, status_document
-
-SCHEMA_VERSION = 1
 
 
 def render_json(document: ReportDocument) -> str:
