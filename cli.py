@@ -577,12 +577,12 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _scenario_folder(folder: Path | None) -> list[Any] | None:
     """The scenarios a view holds the history against: FOLDER, else ./scenarios if it exists."""
-    from restore_tests.scenario import load_paths
-
     if folder is None:
         folder = Path("scenarios")
         if not folder.is_dir():
             return None
+    from restore_tests.scenario import load_paths  # the models import every runner: only now
+
     return load_paths([folder])
 
 
