@@ -71,6 +71,19 @@ class Quiet:
 
     svg: Any
 
+    def __getattribute__(self, name: str) -> Any:
+        """pygal's own lookup (BaseGraph.__getattribute__: the render state's value, else the
+        chart's), without its nested lookups: a third of the time of a small chart went there.
+        """
+        if name != "state" and not name.startswith("__"):
+            try:
+                values = object.__getattribute__(self, "state").__dict__
+            except AttributeError:  # no state yet (during __init__), or None outside render
+                values = None
+            if values is not None and name in values:
+                return values[name]
+        return object.__getattribute__(self, name)
+
     def _tooltip_data(self, *args: Any, **kwargs: Any) -> None:
         pass
 

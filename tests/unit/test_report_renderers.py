@@ -237,3 +237,35 @@ def test_the_json_points_carry_every_field_of_a_point():
     point = RtoPoint(NOW, "pass", 41.0, 900.0, 3600.0)
 
     assert _point(point) == {**asdict(point), "started_at": "2026-09-30T12:00:00+00:00"}
+
+
+def test_many_charts_are_drawn_by_a_process_pool_exactly_as_one_process_draws_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from restore_tests.report import charts, html
+
+    jobs = [
+        (
+            [
+                RtoPoint(NOW - timedelta(days=day), "pass", 40.0 + number + day, 900.0, None)
+                for day in (30, 20, 10)
+            ],
+            NOW - timedelta(days=92),
+            NOW,
+            f"rto{number}",
+        )
+        for number in range(html.PARALLEL_FROM + 2)
+    ]
+    drawn_once = [charts.rto_chart(*job) for job in jobs]
+    pools = []
+    real_pool = html.ProcessPoolExecutor
+
+    def counted_pool(*args: object, **kwargs: object) -> object:
+        pools.append(args)
+        return real_pool(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(html, "ProcessPoolExecutor", counted_pool)
+    monkeypatch.setattr(html.os, "sched_getaffinity", lambda pid: {0, 1})
+
+    assert html._draw_all(jobs) == drawn_once
+    assert len(pools) == 1
