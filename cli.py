@@ -50,6 +50,9 @@ class Group(click.Group):
             raise SystemExit(EXIT_INTERRUPTED) from None
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # the reader left (`history | head`): nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nor at exit
+            raise SystemExit(EXIT_FAILED) from None
         except Exception as error:  # a bug: still one line, the traceback only on --debug
             if debug:
                 raise

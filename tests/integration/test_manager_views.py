@@ -3,10 +3,13 @@ configuration file, and the history's own safety (upgrades, newer releases, mist
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import shutil
 import sqlite3
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -327,3 +330,32 @@ def test_status_and_history_read_a_26000_result_history(tmp_path: Path) -> None:
     assert len(document["scenarios"]) == 100
     assert all(row["rto_trend"] is not None for row in document["scenarios"])
     assert len(history.stdout.splitlines()) == 5 and "client-3" not in history.stdout
+
+
+class ClosedPipe(io.TextIOBase):
+    """stdout after its reader left (`restore-tests history | head -1`)."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def fileno(self) -> int:
+        return os.open(os.devnull, os.O_WRONLY)
+
+
+def test_a_reader_that_leaves_early_is_no_internal_error(
+    store: HistoryStore,
+    history_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import cli
+
+    record(store, "share", NOW - timedelta(days=1))
+    monkeypatch.setattr(os, "dup2", lambda source, target: None)  # not the test's own stdout
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["history", "--db", history_url], prog_name="restore-tests")
+
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == ""
