@@ -169,7 +169,7 @@ def test_drill_json_has_the_documented_fields_for_pass_fail_and_error(
     )
     assert result.returncode == 1, result.stdout + result.stderr
     document = json.loads(result.stdout)  # nothing but the JSON document on stdout
-    assert set(document) == {"run_id", "status", "exit_code", "results"}
+    assert set(document) == {"schema_version", "run_id", "status", "exit_code", "results"}
     assert document["status"] == "error" and document["exit_code"] == 1
     [drill] = HistoryStore(history_url).drills()
     assert drill.run_id == document["run_id"]
@@ -230,6 +230,7 @@ def test_check_finds_a_scenario_by_its_name_and_an_unknown_name_lists_the_known_
 def test_history_shows_results_newest_first_as_table_csv_and_json(
     repository, scenarios, history_url
 ):
+    HistoryStore(history_url)  # an empty history (history never creates one)
     assert run_cli("history", "--db", history_url).stdout == "no results in the history yet\n"
     for name in ("alpha", "charlie"):
         ran = run_cli(
@@ -244,7 +245,8 @@ def test_history_shows_results_newest_first_as_table_csv_and_json(
     table = run_cli("history", "--db", history_url, "--format", "table")
     assert table.returncode == 0, table.stderr
     header, rule, *rows = table.stdout.splitlines()
-    assert cells(header) == ["scenario", "when", "status", "RTO / target", "RPO / target", "reason"]
+    assert cells(header)[0] == "scenario" and re.fullmatch(r"when \(\S+\)", cells(header)[1])
+    assert cells(header)[2:] == ["status", "RTO / target", "RPO / target", "reason"]
     assert set(rule) <= {"-", " "} and len(rows) == 2
     newest, oldest = cells(rows[0]), cells(rows[1])
     assert (newest[0], newest[2], oldest[0], oldest[2]) == ("charlie", "FAIL", "alpha", "PASS")
