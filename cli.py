@@ -487,7 +487,8 @@ def status(
     "--output",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="The .prom file to write (atomically), or - for stdout.",
+    help="The .prom file to write (atomically: the collector never reads half of it), "
+    "or - for stdout.",
 )
 def metrics(
     folder: Path | None,
@@ -504,10 +505,7 @@ def metrics(
     if str(output) == "-":
         click.echo(prometheus.exposition(report), nl=False)
         return
-    try:
-        prometheus.write(report, output)
-    except OSError as error:
-        raise EnvironmentUnusable(f"could not write {output}: {error.strerror or error}") from error
+    _write_atomically(output, prometheus.exposition(report))
     click.echo(f"wrote {output} ({len(report.rows)} scenarios)")
 
 

@@ -5,6 +5,9 @@ and the size test."""
 from __future__ import annotations
 
 import random
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -160,3 +163,38 @@ def _check_row(result_id: int, status: str) -> dict[str, object]:
         "detail": "",
         "proves_data": True,
     }
+
+
+def write_concurrently(
+    url: str,
+    results_per_writer: int,
+    make_result: Callable[[str, datetime], ScenarioResult],
+    started: datetime,
+    timeout: float = 60.0,
+) -> None:
+    """Two threads open one new history at the same moment (both migrate it) and each records
+    a drill, run-1 and run-2, of results_per_writer results. Fails if a writer is stuck or
+    raised."""
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def write(run_id: str) -> None:
+        try:
+            start.wait(timeout=30)
+            store = HistoryStore(url)  # both migrate the same empty database at once
+            store.start_drill(run_id, "drill", "fs01", "0.1.0", None, started)
+            for index in range(results_per_writer):
+                moment = started + timedelta(seconds=index)
+                store.record_result(run_id, make_result(f"{run_id}-{index:02}", moment))
+            store.finish_drill(run_id, PASS, "all passed", started + timedelta(minutes=1))
+        except BaseException as error:  # reported by the caller's thread
+            failures.append(error)
+
+    writers = [threading.Thread(target=write, args=(f"run-{n}",), daemon=True) for n in (1, 2)]
+    for writer in writers:
+        writer.start()
+    deadline = time.monotonic() + timeout
+    for writer in writers:
+        writer.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not any(writer.is_alive() for writer in writers), "a writer is stuck"
+    assert failures == []

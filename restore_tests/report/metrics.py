@@ -1,15 +1,14 @@
 """The status as a Prometheus textfile-collector file (node_exporter --collector.textfile).
 
-prometheus_client writes the exposition format (label escaping, HELP and TYPE lines) and
-replaces the file atomically, so the collector never reads half a file.
+prometheus_client writes the exposition format (label escaping, HELP and TYPE lines); the
+command line writes it to its file atomically, as it writes a report.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, write_to_textfile
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from restore_tests.report.status import FAILING, NEVER_TESTED, OVERDUE, StatusReport
 from restore_tests.results import PASS
@@ -72,8 +71,3 @@ def _timestamp(moment: datetime | None) -> float | None:
 
 def exposition(report: StatusReport) -> str:
     return generate_latest(registry(report)).decode()
-
-
-def write(report: StatusReport, path: Path) -> None:
-    """Replace path atomically (a temporary file beside it, then a rename)."""
-    write_to_textfile(str(path), registry(report))

@@ -22,6 +22,7 @@ from tests.conftest import (
     run_cli,
     write_scenario,
 )
+from tests.history_helpers import write_concurrently
 
 pytestmark = pytest.mark.integration
 
@@ -197,27 +198,7 @@ def test_a_postgresql_url_that_cannot_be_used_is_an_environment_error(tmp_path):
 
 def test_two_threads_writing_to_one_new_file_are_both_recorded(history_url):
     results_per_writer = 25
-    start = threading.Barrier(2)
-    failures: list[BaseException] = []
-
-    def write(run_id: str) -> None:
-        try:
-            start.wait(timeout=30)
-            store = HistoryStore(history_url)  # both migrate the same new file at once
-            store.start_drill(run_id, "drill", "fs01", "0.1.0", None, STARTED)
-            for index in range(results_per_writer):
-                moment = STARTED + timedelta(seconds=index)
-                store.record_result(run_id, a_result(f"{run_id}-{index:02}", moment))
-            store.finish_drill(run_id, PASS, "all passed", STARTED + timedelta(minutes=1))
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
-
-    writers = [threading.Thread(target=write, args=(f"run-{n}",)) for n in (1, 2)]
-    for writer in writers:
-        writer.start()
-    for writer in writers:
-        writer.join(timeout=120)
-    assert failures == []
+    write_concurrently(history_url, results_per_writer, a_result, STARTED, timeout=120)
     store = HistoryStore(history_url)
     assert sorted((drill.run_id, drill.status) for drill in store.drills()) == [
         ("run-1", PASS),

@@ -13,7 +13,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from restore_tests.timing import judge
 from tests.conftest import PASSWORD, PASSWORD_VARIABLE, assert_no_leftovers, run_cli
 from tests.conftest import write_scenario as write_files_scenario
 from tests.database_helpers import PG15
+from tests.history_helpers import write_concurrently
 from tests.integration.test_history_store import STARTED, a_result
 
 pytestmark = pytest.mark.sandbox
@@ -384,29 +384,7 @@ def test_two_threads_writing_to_a_new_postgresql_database_are_both_recorded(
     postgres_server, postgres_url
 ):
     results_per_writer = 20
-    start = threading.Barrier(2)
-    failures: list[BaseException] = []
-
-    def write(run_id: str) -> None:
-        try:
-            start.wait(timeout=30)
-            store = HistoryStore(postgres_url)  # both migrate the same empty database at once
-            store.start_drill(run_id, "drill", "fs01", "0.1.0", None, STARTED)
-            for index in range(results_per_writer):
-                moment = STARTED + timedelta(seconds=index)
-                store.record_result(run_id, a_result(f"{run_id}-{index:02}", moment))
-            store.finish_drill(run_id, PASS, "all passed", STARTED + timedelta(minutes=1))
-        except BaseException as error:  # reported by the main thread
-            failures.append(error)
-
-    writers = [threading.Thread(target=write, args=(f"run-{n}",), daemon=True) for n in (1, 2)]
-    for writer in writers:
-        writer.start()
-    deadline = time.monotonic() + 60
-    for writer in writers:
-        writer.join(timeout=max(0.0, deadline - time.monotonic()))
-    assert not any(writer.is_alive() for writer in writers), "a writer is stuck"
-    assert failures == []
+    write_concurrently(postgres_url, results_per_writer, a_result, STARTED, timeout=60)
     store = HistoryStore(postgres_url)
     assert sorted((drill.run_id, drill.status) for drill in store.drills()) == [
         ("run-1", PASS),
