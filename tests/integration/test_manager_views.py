@@ -359,3 +359,16 @@ def test_a_reader_that_leaves_early_is_no_internal_error(
 
     assert exited.value.code == 1
     assert capsys.readouterr().err == ""
+
+
+def test_metrics_to_a_folder_that_cannot_be_written_is_exit_3_and_leaves_nothing(
+    store: HistoryStore, history_url: str, tmp_path: Path
+) -> None:
+    record(store, "share", NOW - timedelta(days=1))
+    target = tmp_path / "missing" / "restore_tests.prom"
+
+    shown = run_cli("metrics", "--db", history_url, "-o", str(target), cwd=tmp_path)
+
+    assert shown.returncode == 3
+    assert shown.stderr == f"restore-tests: could not write {target}: No such file or directory\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["history.db"]
