@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from restore_tests import execute
 from restore_tests.errors import Interrupted
+from restore_tests.prehash import EarlyDigests
 from restore_tests.restored import MISSING, OPEN_FLAGS, REGULAR, RestoredTree
 
 BUFFER_BYTES = 1024 * 1024
@@ -74,6 +75,7 @@ class Verification:
     checked: int = 0
     matched: int = 0
     bytes_hashed: int = 0
+    matched_early: int = 0  # of matched: hashed while the source was still fetching
     missing: list[str] = field(default_factory=list)
     differing: list[str] = field(default_factory=list)
     # Restored entries that cannot hold the expected content: a folder, a FIFO, a device, a
@@ -82,6 +84,18 @@ class Verification:
     # Regular files the host could not read (permission denied, too many open files, I/O
     # error): not the backup's fault, so the check could not run: an error.
     host_errors: list[str] = field(default_factory=list)
+
+    def add(self, other: Verification) -> None:
+        """Count another thread's files in."""
+        self.matched += other.matched
+        self.bytes_hashed += other.bytes_hashed
+        for mine, theirs in (
+            (self.missing, other.missing),
+            (self.differing, other.differing),
+            (self.unreadable, other.unreadable),
+            (self.host_errors, other.host_errors),
+        ):
+            mine.extend(theirs)
 
     @property
     def ok(self) -> bool:
@@ -97,17 +111,33 @@ def sha256_file(path: str, buffer: bytearray, cancelled: Callable[[], bool] = bo
     """
     descriptor = os.open(path, OPEN_FLAGS)
     try:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise NotRegularFile(path)
-        digest = hashlib.sha256()
-        view = memoryview(buffer)
-        while read := os.readv(descriptor, [buffer]):
-            digest.update(view[:read])
-            if cancelled():
-                raise Interrupted()
+        return sha256_open_file(descriptor, path, buffer, cancelled).hex()
     finally:
         os.close(descriptor)
-    return digest.hexdigest()
+
+
+def sha256_open_file(
+    descriptor: int, path: str, buffer: bytearray, cancelled: Callable[[], bool] = bool
+) -> bytes:
+    """The sha256 digest of an open file, which must be a regular file (else NotRegularFile).
+
+    A file that fits in the buffer is read with one call when that call returns its whole size:
+    for a 1 KiB file the second read that would only confirm the end costs as much as hashing.
+    """
+    status = os.fstat(descriptor)
+    if not stat.S_ISREG(status.st_mode):
+        raise NotRegularFile(path)
+    view = memoryview(buffer)
+    read = os.readv(descriptor, [buffer])
+    digest = hashlib.sha256(view[:read])
+    if read < len(buffer) and read == status.st_size:
+        return digest.digest()
+    while read:
+        if cancelled():
+            raise Interrupted()
+        read = os.readv(descriptor, [buffer])
+        digest.update(view[:read])
+    return digest.digest()
 
 
 class NotRegularFile(OSError):
@@ -119,22 +149,32 @@ def verify(
     expected: Iterable[tuple[str, str]],
     workers: int | None = None,
     cancelled: Callable[[], bool] = execute.cancel_requested,
+    early: EarlyDigests | None = None,
 ) -> Verification:
     """Hash each (path inside the tree, sha256) pair; only regular files inside the tree are read.
 
     Paths are resolved over the tree's index (links followed only while they stay inside), so
-    nothing outside the restored data is ever opened. Large files first, spread over worker
-    threads that pull from one shared list (hashlib and file reads release the GIL), each with
-    its own buffer. Raises Interrupted when cancelled (checked between chunks).
+    nothing outside the restored data is ever opened. A file hashed while the restore ran
+    (early, see prehash.py) counts when its digest matches and its size is the walk's; a
+    mismatch is hashed again before it is called a difference. Large files first, spread over
+    worker threads that pull from one shared list (hashlib and file reads release the GIL), each
+    with its own buffer; small files inline. Raises Interrupted when cancelled (checked between
+    chunks and files).
     """
     jobs: list[tuple[int, str, str, str]] = []
     result = Verification()
+    root = str(tree.root) + "/"
     for name, digest in expected:
         result.checked += 1
         found = tree.lookup(name)
         if found.kind == REGULAR:
             size = tree.files[found.path]
-            jobs.append((size, name, str(tree.root / found.path), digest))
+            if early is not None and early.matches(found.path, size, digest):
+                result.matched += 1
+                result.matched_early += 1
+                result.bytes_hashed += size
+            else:
+                jobs.append((size, name, root + found.path, digest))
         elif found.kind == MISSING:
             result.missing.append(name)
         else:
@@ -153,19 +193,23 @@ def _hash_jobs(
     cancelled: Callable[[], bool],
 ) -> None:
     """Large files (sorted first) go to worker threads; small ones are hashed here, inline,
-    meanwhile: for a 1 KiB file a thread hand-off costs more than the hashing."""
+    meanwhile: for a 1 KiB file a thread hand-off costs more than the hashing. Each thread
+    counts into its own Verification, added up at the end (no lock per file)."""
     lock = threading.Lock()
     large = [job for job in jobs if job[0] >= INLINE_BELOW_BYTES]
     pending = iter(large)
+    partials: list[Verification] = []
 
     def next_large() -> tuple[int, str, str, str] | None:
         with lock:
             return next(pending, None)
 
     def work() -> None:
-        buffer = bytearray(BUFFER_BYTES)
+        buffer, counted = bytearray(BUFFER_BYTES), Verification()
         while not cancelled() and (job := next_large()) is not None:
-            _hash_one(job, buffer, result, cancelled, lock)
+            _hash_one(job, buffer, counted, cancelled)
+        with lock:
+            partials.append(counted)
 
     threads = [
         threading.Thread(target=work, daemon=True)
@@ -177,9 +221,11 @@ def _hash_jobs(
     for job in jobs[len(large) :] if threads else jobs:
         if cancelled():
             break
-        _hash_one(job, buffer, result, cancelled, lock)
+        _hash_one(job, buffer, result, cancelled)
     for thread in threads:
         thread.join()
+    for counted in partials:
+        result.add(counted)
     if cancelled():
         raise Interrupted()
 
@@ -189,27 +235,27 @@ def _hash_one(
     buffer: bytearray,
     result: Verification,
     cancelled: Callable[[], bool],
-    lock: threading.Lock,
 ) -> None:
     size, name, location, digest = job
     try:
-        actual = sha256_file(location, buffer, cancelled)
+        descriptor = os.open(location, OPEN_FLAGS)
+        try:
+            actual = sha256_open_file(descriptor, location, buffer, cancelled).hex()
+        finally:
+            os.close(descriptor)
     except Interrupted:
         return
     except NotRegularFile:
-        with lock:
-            result.unreadable.append(f"{name} (not a regular file)")
+        result.unreadable.append(f"{name} (not a regular file)")
         return
     except OSError as error:
-        with lock:
-            result.host_errors.append(f"{name} ({error.strerror or error})")
+        result.host_errors.append(f"{name} ({error.strerror or error})")
         return
-    with lock:
-        result.bytes_hashed += size
-        if actual == digest:
-            result.matched += 1
-        else:
-            result.differing.append(name)
+    result.bytes_hashed += size
+    if actual == digest:
+        result.matched += 1
+    else:
+        result.differing.append(name)
 
 
 def default_workers() -> int:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from restore_tests import execute, restored
 from restore_tests.cleanup import dispose, wait_for_removals
@@ -37,6 +38,7 @@ from restore_tests.errors import (
     PreflightError,
     RestoreTestsError,
 )
+from restore_tests.prehash import EarlyDigests
 from restore_tests.restored import RestoredTree
 from restore_tests.results import (
     CAUSE_ENVIRONMENT,
@@ -137,14 +139,23 @@ class ScenarioRun:
 
     def steps(self) -> None:
         staging, source = self.preflight()
-        point = self.select(source)
-        needs = self.runner.sandbox_needs(self.scenario, point)
-        self.make_space(source, point, staging, needs)
         target = staging / "restore"
         os.mkdir(target, PRIVATE)
-        box = self.start_sandbox(staging, target, needs)
-        fetched, tree = self.fetch(source, point, staging, target)
-        context = RunContext(self.scenario, fetched.root, point, box, self.say, tree)
+        sandbox_ready = None
+        if not self.runner.sandbox_sized_by_point:
+            needs = self.runner.sandbox_needs(self.scenario, None)
+            sandbox_ready = self.start_sandbox_meanwhile(staging, target, needs)
+        point = self.select(source)
+        if sandbox_ready is None:
+            needs = self.runner.sandbox_needs(self.scenario, point)
+        self.make_space(source, point, staging, needs)
+        if sandbox_ready is not None:
+            box = sandbox_ready()
+        else:
+            box = self.start_sandbox(staging, target, needs, self.stack)
+        early = self.hash_early(target)
+        fetched, tree = self.fetch(source, point, staging, target, early)
+        context = RunContext(self.scenario, fetched.root, point, box, self.say, tree, early=early)
         self.check(context, needs)
         self.judge_rto(point, tree.bytes)
         self.result.conclude()
@@ -207,7 +218,38 @@ class ScenarioRun:
                 _check_disk((needed or 0) + scratch, staging)
         _interrupt_point()
 
-    def start_sandbox(self, staging: Path, target: Path, needs: SandboxNeeds) -> Sandbox:
+    def start_sandbox_meanwhile(
+        self, staging: Path, target: Path, needs: SandboxNeeds
+    ) -> Callable[[], Sandbox]:
+        """Start the sandbox in a thread while the source selects what to restore (a restic
+        listing takes as long as a container start); the call returned waits for it. Every
+        path out of the run waits for the thread before removing what it started."""
+        own = ExitStack()
+        outcome: dict[str, Any] = {}
+
+        def start() -> None:
+            try:
+                outcome["box"] = self.start_sandbox(staging, target, needs, own)
+            except BaseException as error:  # handed to the run's own thread
+                outcome["error"] = error
+
+        thread = threading.Thread(target=start, name=f"sandbox {self.scenario.name}", daemon=True)
+        thread.start()
+        self.stack.callback(own.close)
+        self.stack.callback(thread.join)
+
+        def ready() -> Sandbox:
+            thread.join()
+            if "error" in outcome:
+                raise outcome["error"]
+            box: Sandbox = outcome["box"]
+            return box
+
+        return ready
+
+    def start_sandbox(
+        self, staging: Path, target: Path, needs: SandboxNeeds, stack: ExitStack
+    ) -> Sandbox:
         """Started before the fetch: the engine syncs the filesystem when it mounts a
         container, which after the restore would first write back every restored byte. At the
         end, a detached reaper deletes the staging folder, then the container (cleanup.dispose).
@@ -216,7 +258,7 @@ class ScenarioRun:
             self.say(f"starting the sandbox ({self.image})")
             spec = self._sandbox_spec(staging, target, needs)
             hand_off = None if self.options.keep else partial(dispose, staging)
-            box = self.stack.enter_context(self.sandboxes.open(spec, self.options.keep, hand_off))
+            box = stack.enter_context(self.sandboxes.open(spec, self.options.keep, hand_off))
             self.container_running = time.monotonic()
             if self.options.keep:
                 self.result.kept = (
@@ -229,8 +271,22 @@ class ScenarioRun:
         _interrupt_point()
         return box
 
+    def hash_early(self, target: Path) -> EarlyDigests | None:
+        """When the kind will hash files, a thread hashes each as the source finishes it
+        (sources that can tell: restic 0.17+); stopped at teardown on every path."""
+        below = self.runner.hashes_below(self.scenario)
+        if below is None:
+            return None
+        early = EarlyDigests(target, below, execute.cancel_requested)
+        return self.stack.enter_context(early)
+
     def fetch(
-        self, source: Source, point: RestorePoint, staging: Path, target: Path
+        self,
+        source: Source,
+        point: RestorePoint,
+        staging: Path,
+        target: Path,
+        early: EarlyDigests | None = None,
     ) -> tuple[Fetched, RestoredTree]:
         """Bring the data into staging, then walk it once: the runners' index, and the sweep of
         setuid bits and device nodes (part of making the data available)."""
@@ -242,6 +298,7 @@ class ScenarioRun:
                 timeout=_restore_limit(self.scenario),
                 progress=partial(self.options.fetch_progress, self.scenario.name),
                 cancelled=execute.cancel_requested,
+                on_restored_file=None if early is None else early.restored,
             )
             fetched = source.fetch(point, request)
             _interrupt_point()

@@ -95,6 +95,12 @@ class RestoredTree:
 
     def lookup(self, path: str) -> Found:
         """Resolve a path (snapshot-absolute or relative to root) inside the tree only."""
+        parts = [part for part in path.split("/") if part not in ("", ".")]
+        plain = "/".join(parts)
+        if plain in self.files and ".." not in parts:
+            # The walk indexed only entries below real folders, never through a link: a
+            # path it holds as a file has no link anywhere along it.
+            return Found(REGULAR, plain)
         pending = list(reversed(path.split("/")))
         resolved: list[str] = []
         hops = 0

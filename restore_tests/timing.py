@@ -95,12 +95,18 @@ class PhaseClock:
         return {name: end - begin for name, (begin, end) in self.spans.items()}
 
     def measured_rto(self) -> float | None:
-        """Wall time from the start of the sandbox or the fetch to the end of verification (or
-        of the boot check, when there is one)."""
-        covered = [self.spans[name] for name in RTO_PHASES if name in self.spans]
+        """Wall time covered by the sandbox, fetch, load, verify and boot phases: from the start
+        of the sandbox or the fetch to the end of verification (or of the boot check), less
+        any time none of them ran (the sandbox starts while the source selects; selection and
+        the wait for disk space are not part of bringing the data back)."""
         if "fetch" not in self.spans or "verify" not in self.spans:
             return None
-        return max(end for _, end in covered) - min(begin for begin, _ in covered)
+        covered = sorted(self.spans[name] for name in RTO_PHASES if name in self.spans)
+        total, reached = 0.0, covered[0][0]
+        for begin, end in covered:
+            total += max(0.0, end - max(begin, reached))
+            reached = max(reached, end)
+        return total
 
 
 PASSED, FAILED, UNKNOWN, NOT_CONFIGURED = "passed", "failed", "unknown", "not_configured"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from restore_tests.model import StrictModel
+from restore_tests.prehash import EarlyDigests
 from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree
 from restore_tests.results import Check, name_list
 from restore_tests.sandbox import RESTORE_MOUNT, CountFailed, Sandbox
@@ -42,6 +43,7 @@ class RunContext:
     tree: RestoredTree  # the restored tree, walked once (contained lookups, safe to open)
     files: int | None = None  # restored tree, as the runner measured it
     bytes: int | None = None
+    early: EarlyDigests | None = None  # files hashed while they were fetched (prehash.py)
 
     @property
     def verify(self) -> Any:
@@ -79,9 +81,19 @@ class Runner(ABC):
     # field definitions: name -> (type, Field(...)).
     sections: ClassVar[dict[str, tuple[Any, Any]]] = {}
 
-    def sandbox_needs(self, scenario: ScenarioBase, point: RestorePoint) -> SandboxNeeds:
-        """What the sandbox must offer, knowing what will be restored (its size, when known)."""
+    # True when the sandbox's needs depend on the restore point (a database's scratch space is
+    # sized from the dump): the sandbox then starts after selection, not while it runs.
+    sandbox_sized_by_point: ClassVar[bool] = False
+
+    def sandbox_needs(self, scenario: ScenarioBase, point: RestorePoint | None) -> SandboxNeeds:
+        """What the sandbox must offer, knowing what will be restored (its size, when known;
+        point is None when asked before selection, for a kind not sized by the point)."""
         return SandboxNeeds()
+
+    def hashes_below(self, scenario: ScenarioBase) -> str | None:
+        """The snapshot folder whose files the kind will hash ('/' for all), so that they are
+        hashed as they are fetched; None (the default) when it hashes none."""
+        return None
 
     def load(self, context: RunContext) -> list[Check]:
         """Kind-specific loading inside the sandbox (a database import); nothing by default."""

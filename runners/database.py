@@ -155,6 +155,8 @@ class Answer:
 class DatabaseRunner(Runner):
     """A database kind: start a server, load the dump, then check and query it."""
 
+    sandbox_sized_by_point: ClassVar[bool] = True
+
     engine: ClassVar[str]  # dumps.POSTGRES, MYSQL or SQLITE
     server_user: ClassVar[str | None] = None  # the engine's user in the image (None: root)
     log_file: ClassVar[str | None] = None
@@ -195,9 +197,9 @@ class DatabaseRunner(Runner):
 
     # --- the steps
 
-    def sandbox_needs(self, scenario: Any, point: RestorePoint) -> SandboxNeeds:
+    def sandbox_needs(self, scenario: Any, point: RestorePoint | None) -> SandboxNeeds:
         section = database_section(scenario)
-        size = point.size_bytes or 0
+        size = (point and point.size_bytes) or 0
         scratch = section.scratch or max(SCRATCH_MINIMUM, SCRATCH_FACTOR * size)
         start, ready = self.server_commands(scenario)
         return SandboxNeeds(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import posixpath
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, field_validator
 
@@ -19,6 +19,9 @@ from runners.base import (
     sandbox_count_check,
     timed,
 )
+
+if TYPE_CHECKING:
+    from restore_tests.scenario import ScenarioBase
 
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 MANIFEST_LIMIT_BYTES = 64 * 1024**2  # about 600,000 sha256sum lines
@@ -84,6 +87,10 @@ class FilesRunner(Runner):
     kind: ClassVar[str] = "files"
     verify_model = FilesVerify
 
+    def hashes_below(self, scenario: ScenarioBase) -> str | None:
+        manifest = scenario.verify.manifest  # type: ignore[attr-defined]
+        return None if manifest is None else posixpath.dirname(manifest)
+
     def verify(self, context: RunContext) -> list[Check]:
         verify: FilesVerify = context.verify
         tree = context.tree
@@ -139,7 +146,9 @@ class FilesRunner(Runner):
             return Check.failed(name, f"{label} has no entries: it proves nothing")
         folder = posixpath.dirname(found.path)
         expected = [(_entry_path(folder, entry.path), entry.sha256) for entry in parsed.entries]
-        result = checksums.verify(tree, expected)
+        if context.early is not None:
+            context.early.finish()
+        result = checksums.verify(tree, expected, early=context.early)
         listed = {path for path, _ in expected} | {found.path}
         extra = sorted(path for path in tree.files_below(folder) if path not in listed)
         return _hash_check(name, label, result, context, extra)
@@ -206,11 +215,14 @@ def _hash_check(
         "observed": f"{result.matched:,} match ({result.bytes_hashed:,} bytes hashed)",
         "proves_data": result.bytes_hashed > 0,
     }
-    detail = (
-        f"{len(extra)} files in the folder are not in the manifest: {name_list(extra)}"
-        if extra
-        else ""
-    )
+    notes = []
+    if extra:
+        notes.append(
+            f"{len(extra)} files in the folder are not in the manifest: {name_list(extra)}"
+        )
+    if result.matched_early:
+        notes.append(f"{_files(result.matched_early)} hashed while they were fetched")
+    detail = "; ".join(notes)
     if result.host_errors:
         return Check.error(
             name,

@@ -135,6 +135,7 @@ class VmImageRunner(Runner):
     """A VM disk image restored from a backup: consistency, partitions, guest files, boot."""
 
     kind: ClassVar[str] = "vm-image"
+    sandbox_sized_by_point: ClassVar[bool] = True
     verify_model = VmVerify
     default_image = DEFAULT_IMAGE
     sections: ClassVar[dict[str, tuple[Any, Any]]] = {
@@ -147,9 +148,9 @@ class VmImageRunner(Runner):
         self.raw_path: str | None = None
         self.virtual_size = 0
 
-    def sandbox_needs(self, scenario: Any, point: RestorePoint) -> SandboxNeeds:
+    def sandbox_needs(self, scenario: Any, point: RestorePoint | None) -> SandboxNeeds:
         disk: Disk = scenario.disk
-        scratch = disk.scratch or max(SCRATCH_MINIMUM, 2 * (point.size_bytes or 0))
+        scratch = disk.scratch or max(SCRATCH_MINIMUM, 2 * ((point and point.size_bytes) or 0))
         return SandboxNeeds(
             scratch_bytes=scratch,
             scratch_on_disk=True,

@@ -40,6 +40,8 @@ class FakeSettings(SourceSettings):
     unreachable: bool = False
     damaged: bool = False  # its own check fails
     space_seconds: float = 0.0  # how long the disk check takes (waiting for removals)
+    select_seconds: float = 0.0  # how long selection takes (a restic listing)
+    select_error: str = ""  # selection fails with this SourceError
     fetch_seconds: float = 0.0  # how long the fetch takes at least
     partial: bool = False  # the files are a subset of the restore point (an include:)
     full_bytes: int | None = None  # the whole restore point's size, when partial
@@ -61,6 +63,9 @@ class FakeSource(Source):
             raise SourceError("fake: cannot reach fake:here (the test said so)")
 
     def select(self) -> RestorePoint:
+        time.sleep(self.settings.select_seconds)
+        if self.settings.select_error:
+            raise SourceError(self.settings.select_error)
         return RestorePoint(
             id="fake-1",
             short_id="fake-1",
@@ -124,6 +129,7 @@ class FakeSandbox:
     readiness: list[tuple[list[str], float]] = field(default_factory=list)
     started: list[list[str]] = field(default_factory=list)
     stopped: bool = False
+    closed: bool = False  # its context was left: the sandbox was removed
 
     def start(self, argv: list[str], timeout: float) -> None:
         self.started.append(argv)
@@ -153,4 +159,7 @@ class FakeSandboxes:
     def _open(self, spec: SandboxSpec) -> Iterator[FakeSandbox]:
         box = FakeSandbox(spec)
         self.opened.append(box)
-        yield box
+        try:
+            yield box
+        finally:
+            box.closed = True

@@ -81,6 +81,9 @@ class FetchRequest:
     timeout: float | None = None  # stop after this long: ObjectiveMissed (a FAIL)
     progress: Callable[[FetchProgress], None] = lambda progress: None
     cancelled: Callable[[], bool] = lambda: False  # Ctrl-C/SIGTERM: raise Interrupted
+    # Told each snapshot path whose file the source has finished writing, when the source can
+    # tell (restic 0.17+), so that it is hashed while the rest is fetched (prehash.py).
+    on_restored_file: Callable[[str], None] | None = None
 
 
 @dataclass

@@ -316,6 +316,7 @@ class ResticSource(Source):
             self.settings.verify,
             request.progress,
             timeout=request.timeout,
+            on_restored_file=request.on_restored_file,
         )
         checks = [restore_errors_check(outcome, snapshot)]
         if self.drawn is not None:

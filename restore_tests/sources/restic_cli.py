@@ -62,6 +62,8 @@ AWS_VARIABLES = (
 QUERY_TIMEOUT_SECONDS = 600.0
 CONNECT_TIMEOUT_SECONDS = 10.0
 PROGRESS_FPS = "0.5"
+# restore --json --verbose=2 names each file once it is written whole (verbose_status).
+NAMES_RESTORED_FILES_SINCE = (0, 17, 0)
 _VERSION = re.compile(r"restic (\d+)\.(\d+)\.(\d+)")
 
 
@@ -299,6 +301,7 @@ class Restic:
         verify: bool,
         on_progress: Callable[[FetchProgress], None] | None = None,
         timeout: float | None = None,
+        on_restored_file: Callable[[str], None] | None = None,
     ) -> RestoreOutcome:
         """Restore into target; per-file damage is collected, not raised (it is a verdict).
 
@@ -308,6 +311,7 @@ class Restic:
         is stopped (ObjectiveMissed): restic 0.14 waits forever on a storage endpoint that stops
         answering. on_progress hears restic's own status (0.16+), else the bytes it wrote so far
         against the full restore's size when it was asked before (restore_size).
+        on_restored_file hears each file restic has finished writing (0.17+, `-vv`).
         """
         target = target.absolute()  # restic names it in its errors, which are matched on it
         arguments = ["restore", snapshot.id, "--target", str(target), "--json"]
@@ -315,7 +319,11 @@ class Restic:
             arguments += ["--include", path]
         if verify:
             arguments.append("--verify")
-        reader = RestoreReader(self._host_folders(target), on_progress)
+        if on_restored_file is not None and self.version() >= NAMES_RESTORED_FILES_SINCE:
+            arguments.append("--verbose=2")
+        else:
+            on_restored_file = None
+        reader = RestoreReader(self._host_folders(target), on_progress, on_restored_file)
         total = None if include else self._restore_sizes.get(snapshot.id, snapshot.size_bytes)
         silent = self.version() < JSON_PROGRESS_SINCE
         try:

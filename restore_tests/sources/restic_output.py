@@ -185,10 +185,12 @@ class RestoreReader:
         self,
         host_folders: dict[str, str],
         on_progress: Callable[[FetchProgress], None] | None = None,
+        on_restored_file: Callable[[str], None] | None = None,
     ) -> None:
         self.outcome = RestoreOutcome()
         self.host_folders = host_folders
         self.on_progress = on_progress
+        self.on_restored_file = on_restored_file
         self._lock = threading.Lock()  # stdout and stderr are read by two threads
 
     def read(self, line: str) -> None:
@@ -219,6 +221,11 @@ class RestoreReader:
         if not isinstance(message, dict):
             return
         kind = message.get("message_type")
+        if kind == "verbose_status":
+            item, told = message.get("item"), self.on_restored_file
+            if message.get("action") == "restored" and isinstance(item, str) and told:
+                told(item)
+            return
         if kind in ("status", "summary") and self.on_progress is not None:
             done = _count(message, "bytes_restored") or 0
             self.on_progress(FetchProgress(done, _count(message, "total_bytes")))

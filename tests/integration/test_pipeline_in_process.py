@@ -53,15 +53,26 @@ def run(scenario: Any, work: Path) -> tuple[ScenarioRun, FakeSandboxes]:
     return scenario_run, sandboxes
 
 
-def test_the_steps_run_in_order_each_recorded_once_and_none_inside_another(
+def run_whole(scenario: Any, work: Path) -> tuple[Any, FakeSandboxes]:
+    """run_scenario itself: every outcome becomes a result."""
+    sandboxes = FakeSandboxes()
+    return run_scenario(scenario, RunOptions("20261201T000000Z-abcdef", work), sandboxes), sandboxes
+
+
+def test_the_steps_run_in_order_each_recorded_once_with_the_sandbox_started_during_selection(
     fake_registries, tmp_path
 ):
-    scenario_run, _ = run(fake_scenario(tmp_path), tmp_path / "work")
+    scenario_run, _ = run(fake_scenario(tmp_path, select_seconds=0.3), tmp_path / "work")
 
     spans = scenario_run.clock.spans
-    assert list(spans) == STEPS
-    for earlier, later in itertools.pairwise(STEPS):
+    assert sorted(spans) == sorted(STEPS)
+    in_line = [step for step in STEPS if step != "sandbox"]
+    for earlier, later in itertools.pairwise(in_line):
         assert spans[earlier][1] <= spans[later][0], f"{earlier} overlaps {later}"
+    # The sandbox starts once preflight is done, while the source selects, and is up before
+    # the fetch writes anything.
+    assert spans["preflight"][1] <= spans["sandbox"][0] < spans["select"][1]
+    assert spans["sandbox"][1] <= spans["fetch"][0]
     result = scenario_run.result
     assert (result.status, result.reason) == ("pass", "")
     assert (result.snapshot_id, result.rpo.basis, result.rpo.status) == (
@@ -97,8 +108,10 @@ def test_waiting_for_disk_space_is_not_counted_in_the_measured_rto(fake_registri
     assert spans["space"][1] - spans["space"][0] >= 0.5
     assert scenario_run.result.rto.measured_seconds is not None
     assert scenario_run.result.rto.measured_seconds < 0.5
+    # The sandbox (started during selection) counts, and from the fetch to the end of verify.
+    sandbox = spans["sandbox"][1] - spans["sandbox"][0]
     assert scenario_run.result.rto.measured_seconds == pytest.approx(
-        spans["verify"][1] - spans["sandbox"][0]
+        sandbox + spans["verify"][1] - spans["fetch"][0], abs=0.01
     )
 
 
@@ -161,3 +174,26 @@ def test_the_schema_holds_every_registered_source_and_kind(fake_registries):
         [],
     ]
     assert list(validator.iter_errors(wrong)) != []
+
+
+def test_a_kind_whose_sandbox_is_sized_by_the_restore_point_starts_it_after_selection(
+    fake_registries, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(FakeRunner, "sandbox_sized_by_point", True)
+    scenario_run, _ = run(fake_scenario(tmp_path), tmp_path / "work")
+
+    spans = scenario_run.clock.spans
+    assert list(spans) == STEPS
+    for earlier, later in itertools.pairwise(STEPS):
+        assert spans[earlier][1] <= spans[later][0], f"{earlier} overlaps {later}"
+    assert scenario_run.result.status == "pass"
+
+
+def test_a_selection_that_fails_while_the_sandbox_starts_still_removes_the_sandbox(
+    fake_registries, tmp_path
+):
+    scenario = fake_scenario(tmp_path, select_error="fake: no such snapshot")
+    result, sandboxes = run_whole(scenario, tmp_path / "work")
+
+    assert (result.status, result.reason) == ("error", "fake: no such snapshot")
+    assert sandboxes.opened and all(box.closed for box in sandboxes.opened)
