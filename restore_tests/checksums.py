@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from restore_tests import execute
@@ -27,7 +27,7 @@ INLINE_BELOW_BYTES = 1024 * 1024  # smaller files are hashed in the calling thre
 _LINE = re.compile(r"^(\\?)([0-9a-fA-F]{64}) [ *](.+)$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ManifestEntry:
     """One expected file: its path relative to the manifest's folder and its sha256."""
 
@@ -46,9 +46,7 @@ def parse_manifest(text: str) -> Manifest:
     """Parse `sha256sum` output, including its backslash-escaped names."""
     entries: list[ManifestEntry] = []
     malformed: list[int] = []
-    # Split on newlines only: sha256sum escapes \n, \r and \\ in names but not \f or \v,
-    # which str.splitlines() would also break on.
-    for number, line in enumerate(text.split("\n"), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         line = line.removesuffix("\r")  # CRLF manifests; a CR inside a name is escaped
         if not line.strip() or line.startswith("#"):
             continue
@@ -61,6 +59,19 @@ def parse_manifest(text: str) -> Manifest:
             name = _unescape(name)
         entries.append(ManifestEntry(name, digest.lower(), number))
     return Manifest(entries, malformed)
+
+
+def _lines(text: str) -> Iterator[str]:
+    """The text's lines, one at a time (a list of 600,000 lines would double the memory).
+
+    Split on newlines only: sha256sum escapes \\n, \\r and \\\\ in names but not \\f or \\v,
+    which str.splitlines() would also break on.
+    """
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end]
+        start = end + 1
+    yield text[start:]
 
 
 def _unescape(name: str) -> str:

@@ -15,6 +15,7 @@ from restore_tests.timing import format_size
 from runners.base import (
     RunContext,
     Runner,
+    in_background,
     sandbox_command_checks,
     sandbox_count_check,
     timed,
@@ -96,13 +97,15 @@ class FilesRunner(Runner):
         tree = context.tree
         context.files, context.bytes = tree.file_count, tree.bytes
         checks: list[Check] = []
+        # find walks the tree inside the sandbox while the host hashes it.
+        counted = in_background(sandbox_count_check, context, tree.file_count)
         if verify.manifest:
             context.progress(f"hashing the files of {verify.manifest}")
             checks.append(timed(self._manifest_check, context, verify.manifest))
         if verify.checksums:
             checks.append(timed(self._checksums_check, context, verify.checksums))
         checks.extend(self._expect_checks(context, verify.expect))
-        checks.append(timed(sandbox_count_check, context, tree.file_count))
+        checks.append(counted())
         checks.extend(
             sandbox_command_checks(
                 context, context.scenario.sandbox.commands, context.scenario.sandbox.command_timeout
@@ -136,6 +139,7 @@ class FilesRunner(Runner):
                 name, f"could not read the manifest {manifest} on the host: {error.strerror}"
             )
         parsed = checksums.parse_manifest(text)
+        del text  # 600,000 lines hold tens of MiB
         if parsed.malformed_lines:
             return Check.failed(
                 name,
@@ -145,11 +149,14 @@ class FilesRunner(Runner):
         if not parsed.entries:
             return Check.failed(name, f"{label} has no entries: it proves nothing")
         folder = posixpath.dirname(found.path)
-        expected = [(_entry_path(folder, entry.path), entry.sha256) for entry in parsed.entries]
+        expected = ((_entry_path(folder, entry.path), entry.sha256) for entry in parsed.entries)
         if context.early is not None:
             context.early.finish()
         result = checksums.verify(tree, expected, early=context.early)
-        listed = {path for path, _ in expected} | {found.path}
+        if context.early is not None:
+            context.early.release()  # its digests are spent: free them before the next step
+        listed = {_entry_path(folder, entry.path) for entry in parsed.entries} | {found.path}
+        del parsed
         extra = sorted(path for path in tree.files_below(folder) if path not in listed)
         return _hash_check(name, label, result, context, extra)
 
