@@ -268,15 +268,16 @@ def _run(
     jobs: int,
     tags: tuple[str, ...],
 ) -> NoReturn:
+    if tags:
+        scenarios = [s for s in scenarios if set(tags) & set(s.tags)]
+        if not scenarios:
+            raise click.UsageError(f"no scenario has the tag(s) {', '.join(tags)}")
+    _prepare(scenarios[: max(1, jobs)])
     from restore_tests.drill import new_run_id, run_drill
     from restore_tests.history.store import HistoryStore, resolve_url
     from restore_tests.pipeline import RunOptions
     from restore_tests.report.progress import progress_display
 
-    if tags:
-        scenarios = [s for s in scenarios if set(tags) & set(s.tags)]
-        if not scenarios:
-            raise click.UsageError(f"no scenario has the tag(s) {', '.join(tags)}")
     store = HistoryStore(resolve_url(db_url))
     run_id = new_run_id()
     started = time.monotonic()
@@ -306,6 +307,15 @@ def _run(
         )
     output.conclude(outcome, time.monotonic() - started, store.display_url)
     raise SystemExit(outcome.exit_code())
+
+
+def _prepare(scenarios: list[Any]) -> None:
+    """Let the first scenarios' sources start what they can (a restic listing) while the
+    history, Docker and the rest of the tool are loaded."""
+    from restore_tests.sources import SOURCES
+
+    for scenario in scenarios:
+        SOURCES[scenario.source.type].prepare(scenario.source)
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,13 @@ class Source(ABC):
     def location(self) -> str:
         """Where the backups are, as it may be shown (no credentials)."""
 
+    @classmethod
+    def prepare(cls, settings: Any) -> None:
+        """Start, in the background, what selection will ask for and can safely begin before
+        the run (a local restic repository's listing, while the tool still loads); nothing by
+        default. Never raises: preflight reports what is wrong."""
+        return None
+
     def version(self) -> str | None:
         """The version of the tool that reads the source (restic 0.18.0), for the history."""
         return None

@@ -16,7 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from restore_tests.errors import SourceError
+from restore_tests.errors import RestoreTestsError, SourceError
 from restore_tests.model import Duration, Size, SnapshotPath, StrictModel, VariableName
 from restore_tests.results import Check, name_list
 from restore_tests.sources.base import (
@@ -240,6 +240,18 @@ class ResticSource(Source):
     @property
     def location(self) -> str:
         return self.restic.location
+
+    @classmethod
+    def prepare(cls, settings: ResticSettings) -> None:
+        """A local repository's listing starts at once. Not a remote one, which preflight
+        first checks reachable (restic 0.18 retries a dead endpoint for 14 minutes), nor with a
+        password command, which would then run twice."""
+        if not settings.is_local or settings.password_command is not None:
+            return
+        try:
+            Restic(settings, None).start_listing(settings.snapshot)
+        except RestoreTestsError:
+            return  # preflight says what is wrong, in its place
 
     def version(self) -> str | None:
         return self.restic.version_text()

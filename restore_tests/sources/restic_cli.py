@@ -10,6 +10,7 @@ What restic says is read as untrusted data by restic_output.py.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import os
@@ -17,6 +18,7 @@ import re
 import shutil
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -65,6 +67,49 @@ PROGRESS_FPS = "0.5"
 # restore --json --verbose=2 names each file once it is written whole (verbose_status).
 NAMES_RESTORED_FILES_SINCE = (0, 17, 0)
 _VERSION = re.compile(r"restic (\d+)\.(\d+)\.(\d+)")
+
+
+class _StartedListing:
+    """A restic listing running in a thread, started before the run needed it."""
+
+    def __init__(self, run: Callable[[], execute.Completed]) -> None:
+        self._outcome: dict[str, Any] = {}
+        self._thread = threading.Thread(target=self._run, args=(run,), daemon=True)
+        self._thread.start()
+
+    def _run(self, run: Callable[[], execute.Completed]) -> None:
+        try:
+            self._outcome["completed"] = run()
+        except BaseException as error:  # handed to the thread that asks for the result
+            self._outcome["error"] = error
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> execute.Completed:
+        self._thread.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        completed: execute.Completed = self._outcome["completed"]
+        return completed
+
+
+# Listings started by Restic.start_listing, by everything that makes their answer: binary,
+# environment (repository and password), flags and arguments. Each is used once.
+_started_listings: dict[tuple[Any, ...], _StartedListing] = {}
+_started_lock = threading.Lock()
+
+
+@atexit.register
+def _stop_unused_listings() -> None:
+    """A listing nobody asked for (the run stopped before selection) leaves no restic behind."""
+    with _started_lock:
+        unused = list(_started_listings.values())
+        _started_listings.clear()
+    if unused:
+        execute.request_cancel()
+        for listing in unused:
+            listing.wait()
 
 
 @dataclass(frozen=True)
@@ -234,16 +279,25 @@ class Restic:
         finally:
             connection.close()
 
+    def start_listing(self, selector: str | SnapshotFilter) -> None:
+        """Start the listing that selecting this snapshot will ask for, so that restic derives
+        the repository's key while restore-tests is still loading; snapshots() then takes its
+        answer instead of starting restic again."""
+        arguments = _listing_arguments(None if isinstance(selector, str) else selector)
+        key = self._listing_key(arguments)
+        with _started_lock:
+            if key not in _started_listings:
+                _started_listings[key] = _StartedListing(lambda: self._run(arguments))
+
+    def _listing_key(self, arguments: list[str]) -> tuple[Any, ...]:
+        environment = tuple(sorted(self.environment().items()))
+        return (self.binary, environment, *self._global_flags(), *arguments)
+
     def snapshots(self, selector: SnapshotFilter | None = None) -> list[Snapshot]:
-        arguments = ["snapshots", "--json"]
-        if selector is not None:
-            for tag in selector.tags:
-                arguments += ["--tag", tag]
-            if selector.host:
-                arguments += ["--host", selector.host]
-            if selector.path:
-                arguments += ["--path", selector.path]
-        completed = self._run(arguments)
+        arguments = _listing_arguments(selector)
+        with _started_lock:
+            started = _started_listings.pop(self._listing_key(arguments), None)
+        completed = self._run(arguments) if started is None else started.result()
         refuse_unreadable_snapshots(completed.stderr, self.location)
         output = completed.stdout
         try:
@@ -363,6 +417,18 @@ class Restic:
         if completed.gave_up or (completed.returncode != 0 and not counted):
             raise self.explain(completed, snapshot, target)
         return outcome
+
+
+def _listing_arguments(selector: SnapshotFilter | None) -> list[str]:
+    arguments = ["snapshots", "--json"]
+    if selector is not None:
+        for tag in selector.tags:
+            arguments += ["--tag", tag]
+        if selector.host:
+            arguments += ["--host", selector.host]
+        if selector.path:
+            arguments += ["--path", selector.path]
+    return arguments
 
 
 def _socket_reason(error: BaseException, timeout: float) -> str:

@@ -344,3 +344,43 @@ def test_a_restore_takes_no_lock_on_the_repository(make_restic, repository, tmp_
     assert watcher.polls > 10
     assert watcher.seen == set()
     assert list(locks.iterdir()) == []
+
+
+def listings_run(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(
+        1
+        for record in caplog.records
+        if record.getMessage().startswith("run: ") and " snapshots --json" in record.getMessage()
+    )
+
+
+def test_a_listing_started_before_the_run_is_the_one_selection_uses(
+    make_restic, repository, caplog
+):
+    caplog.set_level("DEBUG", logger="restore_tests.execute")
+    make_restic().start_listing(SnapshotFilter(tags=["nightly"]))
+
+    found = make_restic().select(SnapshotFilter(tags=["nightly"]))
+
+    assert found.id == repository.snapshot_id
+    assert listings_run(caplog) == 1
+    make_restic().select(SnapshotFilter(tags=["nightly"]))  # used once: a new listing
+    assert listings_run(caplog) == 2
+
+
+def test_a_listing_started_for_another_password_or_filter_is_not_taken(
+    make_restic, repository, monkeypatch, caplog
+):
+    caplog.set_level("DEBUG", logger="restore_tests.execute")
+    monkeypatch.setenv("OTHER_PASSWORD", "not the password")
+    make_restic(password_env="OTHER_PASSWORD").start_listing("latest")
+    make_restic().start_listing(SnapshotFilter(tags=["weekly"]))
+
+    assert make_restic().select("latest").id == repository.snapshot_id
+    assert listings_run(caplog) == 3
+    with pytest.raises(SourceError) as raised:
+        make_restic(password_env="OTHER_PASSWORD").select("latest")
+    assert str(raised.value) == f"restic: wrong password for repository {repository.path}"
+    assert listings_run(caplog) == 3  # the early listing's failure, reported when used
+    with pytest.raises(SourceError):
+        make_restic().select(SnapshotFilter(tags=["weekly"]))

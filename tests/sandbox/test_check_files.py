@@ -320,3 +320,23 @@ def test_keep_leaves_the_sandbox_and_prune_removes_it(repository, tmp_path, hist
     removed = run_cli("prune", "--run", run_id)
     assert "removed container" in removed.stdout and "removed staging" in removed.stdout
     assert_no_leftovers()
+
+
+def test_a_local_repositorys_listing_starts_before_docker_is_reached_and_runs_once(
+    repository, tmp_path, history_url
+):
+    scenario = write_scenario(tmp_path, "share", str(repository.path))
+    result = run_cli(
+        "-vv",
+        "check",
+        str(scenario),
+        "--db",
+        history_url,
+        env={PASSWORD_VARIABLE: PASSWORD, "RESTIC_BINARY": repository.binary},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    listings = [i for i, line in enumerate(lines) if "run: " in line and " snapshots " in line]
+    docker = [i for i, line in enumerate(lines) if "/_ping" in line or "/version" in line]
+    assert len(listings) == 1, listings
+    assert docker and listings[0] < docker[0]
