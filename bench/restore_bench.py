@@ -31,14 +31,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import itertools
 import json
 import os
 import platform
-import random
-import re
-import resource
 import shutil
 import statistics
 import subprocess
@@ -48,20 +44,50 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+# Run as a script (bench/restore_bench.py): the package bench.perf is found from the root.
+sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from bench.perf.common import (
+    MANIFEST_NAME,
+    MIB,
+    PASSWORD,
+    PASSWORD_VARIABLE,
+    ROOT,
+    TREE_NAME,
+    code_state,
+    log,
+    project_python,
+    restic_env,
+    restic_version,
+)
+from bench.perf.generators import (
+    ensure_repository,
+    ensure_tree,
+    mixed_parameters,
+    warm_repository,
+)
+from bench.perf.procedures import (
+    GATEWAY_LINE,
+    import_cost,
+    manual_procedure,
+    wait_for_staging_removal,
+    write_scenario,
+)
+from bench.perf.runner import (
+    ATTEMPTS,
+    FOREIGN_LIMIT,
+    ForeignCpu,
+    measure,
+    settle,
+    wait_for_idle_cpu,
+    watch_disk_of,
+)
+
 # The code measured: a frozen export of HEAD (default) or the working tree (--live). Set by
 # load_code() before anything of the project is imported.
 CODE: list[Path] = []
 checksums: Any = None  # restore_tests.checksums of the code measured
 
-GENERATOR_VERSION = 1
-SEED = 20240601
-TREE_NAME = "bench"
-MANIFEST_NAME = "SHA256SUMS"
-PASSWORD = "restore-tests-bench-password"
-PASSWORD_VARIABLE = "BENCH_RESTIC_PASSWORD"
-WRITE_PIECE = 8 * 1024 * 1024
-MIB = 1024 * 1024
 TARGET_RATIO = 0.8
 TARGET_OVERHEAD_SECONDS = 1.5
 TARGET_RSS_MB = 150.0
@@ -141,293 +167,6 @@ finally:
 sys.exit(code)
 """
 
-# The subprocess gateway's debug line for every finished command (restore-tests -vv).
-GATEWAY_LINE = re.compile(
-    r"^DEBUG restore_tests\.execute: exit (\S+) after ([0-9.]+)s: (\S+)(?: (.*))?$"
-)
-
-
-def log(message: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def project_python() -> str:
-    venv = ROOT / ".venv" / "bin" / "python"
-    return str(venv) if venv.exists() else sys.executable
-
-
-SETTLE_DEVICE: list[Path] = []  # /sys/dev/block/M:m/stat of the work folder's disk
-
-
-def device_stat(folder: Path) -> Path | None:
-    """The block device statistics file of the disk holding folder (None if not found)."""
-    number = os.stat(folder).st_dev
-    for candidate in (f"{os.major(number)}:{os.minor(number)}", f"{os.major(number)}:0"):
-        stat = Path("/sys/dev/block") / candidate / "stat"
-        if stat.exists():
-            return stat
-    return None
-
-
-def settle(limit: float = 30.0) -> None:
-    """Untimed: flush dirty pages, then wait until the disk is quiet.
-
-    Deleting a restored tree on ext4 mounted with `discard` keeps the disk busy with discards
-    for seconds after rm returns; a measurement started then is slowed at random. Quiet means
-    two consecutive half-seconds with under 4 MiB written and 16 MiB discarded.
-    """
-    os.sync()
-    if not SETTLE_DEVICE:
-        time.sleep(1.0)
-        return
-    deadline = time.monotonic() + limit
-    quiet = 0
-
-    def sample() -> tuple[int, int]:
-        fields = SETTLE_DEVICE[0].read_text().split()
-        written = int(fields[6])
-        discarded = int(fields[13]) if len(fields) > 13 else 0
-        return written, discarded
-
-    before = sample()
-    while quiet < 2 and time.monotonic() < deadline:
-        time.sleep(0.5)
-        after = sample()
-        written, discarded = ((after[i] - before[i]) * 512 for i in range(2))
-        quiet = quiet + 1 if written < 4 * MIB and discarded < 16 * MIB else 0
-        before = after
-    wait_for_idle_cpu()
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-IDLE_SHARE = 0.10  # the machine counts as idle below 10% of all CPUs busy
-FOREIGN_LIMIT = 1.5  # CPU-s of other processes that void a measurement (it is taken again)
-ATTEMPTS = 6
-
-
-def cpu_busy_seconds() -> float:
-    """CPU seconds spent busy by the whole machine so far (all CPUs, /proc/stat)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / CLOCK_TICKS  # minus idle and iowait
-
-
-def own_cpu_seconds() -> float:
-    """CPU seconds of this process and its waited-for children (restic under the harness too)."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-
-def wait_for_idle_cpu(limit: float = 600.0) -> float:
-    """Wait (untimed) until other processes leave the CPUs alone; returns the seconds waited."""
-    started = time.monotonic()
-    quiet, warned = 0, False
-    while quiet < 2 and time.monotonic() - started < limit:
-        busy, own = cpu_busy_seconds(), own_cpu_seconds()
-        time.sleep(0.5)
-        foreign = (cpu_busy_seconds() - busy) - (own_cpu_seconds() - own)
-        share = foreign / 0.5 / (os.cpu_count() or 1)
-        quiet = quiet + 1 if share < IDLE_SHARE else 0
-        if not quiet and not warned and time.monotonic() - started > 5:
-            log(f"waiting for other processes to leave the CPUs ({share:.0%} busy)")
-            warned = True
-    waited = time.monotonic() - started
-    if warned:
-        log(f"machine idle after {waited:.0f} s" if quiet >= 2 else "machine still busy: going on")
-    return waited
-
-
-class ForeignCpu:
-    """CPU seconds used by other processes while a measurement ran (a contamination check).
-
-    Docker's daemon and the sandbox's processes count as foreign too (~0.3 s for a run of (a)).
-    """
-
-    def __enter__(self) -> ForeignCpu:
-        self.busy, self.own = cpu_busy_seconds(), own_cpu_seconds()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = (cpu_busy_seconds() - self.busy) - (own_cpu_seconds() - self.own)
-
-
-# -- the generated tree --------------------------------------------------------------------
-
-
-def tree_parameters(size_mib: int) -> dict[str, Any]:
-    """What the tree looks like; the stamp compares these to decide on reuse."""
-    scale = size_mib / 1024
-    return {
-        "generator_version": GENERATOR_VERSION,
-        "seed": SEED,
-        "size_mib": size_mib,
-        "large_files": 4,
-        "large_bytes_each": size_mib * MIB // 8,  # 4 x 128 MiB for 1 GiB: half of the bytes
-        "small_files": max(40, round(4000 * scale)),
-        "small_bytes_range": [1024, 64 * 1024],
-        "medium_bytes_each": 8 * MIB,  # fills the rest up to size_mib
-        "incompressible_share": 0.5,
-    }
-
-
-def plan_files(params: dict[str, Any], rng: random.Random) -> list[tuple[str, int]]:
-    files: list[tuple[str, int]] = []
-    for index in range(params["large_files"]):
-        files.append((f"large/volume-{index}.img", params["large_bytes_each"]))
-    low, high = params["small_bytes_range"]
-    small: list[tuple[str, int]] = []
-    specials = ["Rapport annuel 2023 (final).txt", "données été – copie.txt", "notes #1 & 2.md"]  # noqa: RUF001
-    for index in range(params["small_files"]):
-        folder = f"small/d{index % 100:02d}"
-        if index < len(specials):
-            name = specials[index]
-        else:
-            name = f"doc-{index:05d}.{'txt' if index % 2 else 'bin'}"
-        small.append((f"{folder}/{name}", rng.randint(low, high)))
-    total = params["size_mib"] * MIB
-    rest = total - sum(size for _, size in files) - sum(size for _, size in small)
-    medium_each = params["medium_bytes_each"]
-    index = 0
-    while rest > 0:
-        size = min(medium_each, rest)
-        files.append((f"medium/part-{index:03d}.dat", size))
-        rest -= size
-        index += 1
-    return files + small
-
-
-def word_pool(rng: random.Random) -> list[str]:
-    """~8 MiB of paragraphs of pseudo-words: compressible like text, not deduplicable."""
-    syllables = [
-        "ka", "lo", "mi", "ne", "ra", "tu", "se", "po", "vi", "da", "ri", "mo", "ta", "le",
-        "ba", "fe", "gu", "ni", "so", "ze", "cha", "pre", "tri", "ont", "ers", "al", "um",
-    ]  # fmt: skip
-    vocabulary = [
-        "".join(rng.choice(syllables) for _ in range(rng.randint(1, 4))) for _ in range(3000)
-    ]
-    vocabulary += [str(number) for number in range(0, 2000, 7)]
-    paragraphs = []
-    for _ in range(2048):
-        words = rng.choices(vocabulary, k=640)
-        lines = [" ".join(words[start : start + 12]) for start in range(0, len(words), 12)]
-        paragraphs.append("\n".join(lines) + "\n\n")
-    return paragraphs
-
-
-def write_random(path: Path, size: int, rng: random.Random) -> None:
-    with open(path, "wb") as stream:
-        left = size
-        while left:
-            piece = min(WRITE_PIECE, left)
-            stream.write(rng.randbytes(piece))
-            left -= piece
-
-
-def write_text(path: Path, size: int, rng: random.Random, pool: list[str], label: str) -> None:
-    """Paragraphs from the pool, each with a unique header (no two chunks dedupe)."""
-    with open(path, "wb") as stream:
-        left, counter, parts, pending = size, 0, [], 0
-        while left:
-            parts.append(f"[{label} {counter}]\n{pool[rng.randrange(len(pool))]}")
-            pending += len(parts[-1])
-            counter += 1
-            if pending >= min(WRITE_PIECE, left):
-                data = "".join(parts).encode()[:left]
-                stream.write(data)
-                left -= len(data)
-                parts, pending = [], 0
-
-
-def generate_tree(tree: Path, params: dict[str, Any]) -> dict[str, Any]:
-    rng = random.Random(params["seed"])
-    pool = word_pool(rng)
-    files = plan_files(params, rng)
-    random_bytes = text_bytes = 0
-    started = time.perf_counter()
-    for number, (relative, size) in enumerate(files):
-        path = tree / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Greedy balance: every file is either incompressible or text, half of the bytes each.
-        if random_bytes <= text_bytes:
-            write_random(path, size, rng)
-            random_bytes += size
-        else:
-            write_text(path, size, rng, pool, f"{number}")
-            text_bytes += size
-    generation = time.perf_counter() - started
-    started = time.perf_counter()
-    names = sorted(relative for relative, _ in files)
-    with open(tree / MANIFEST_NAME, "wb") as manifest:
-        subprocess.run(
-            ["xargs", "-0", "sha256sum", "--"],
-            input=b"\0".join(name.encode() for name in names),
-            stdout=manifest,
-            cwd=tree,
-            check=True,
-            env={**os.environ, "LC_ALL": "C"},
-        )
-    manifest_seconds = time.perf_counter() - started
-    return {
-        "files": len(files),
-        "bytes": sum(size for _, size in files),
-        "incompressible_bytes": random_bytes,
-        "compressible_bytes": text_bytes,
-        "generation_seconds": round(generation, 2),
-        "manifest_seconds_sha256sum": round(manifest_seconds, 2),
-    }
-
-
-def ensure_tree(work: Path, size_mib: int) -> tuple[Path, dict[str, Any], bool]:
-    """The generated tree (reused when its stamp matches); returns (tree, stamp, reused)."""
-    params = tree_parameters(size_mib)
-    data = work / "data"
-    tree = data / TREE_NAME
-    stamp_path = work / "tree.stamp.json"
-    if stamp_path.exists() and (tree / MANIFEST_NAME).exists():
-        stamp = json.loads(stamp_path.read_text())
-        if stamp.get("parameters") == params:
-            return tree, stamp, True
-    log(f"generating a {size_mib} MiB tree in {tree} (once; reused by later runs)")
-    stamp_path.unlink(missing_ok=True)
-    shutil.rmtree(data, ignore_errors=True)
-    tree.mkdir(parents=True)
-    facts = generate_tree(tree, params)
-    stamp = {
-        "parameters": params,
-        "tree_id": hashlib.sha256(
-            (json.dumps(params, sort_keys=True) + str(time.time())).encode()
-        ).hexdigest()[:16],
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **facts,
-    }
-    stamp_path.write_text(json.dumps(stamp, indent=2))
-    log(
-        f"tree: {facts['files']} files, {facts['bytes'] / MIB:.0f} MiB in "
-        f"{facts['generation_seconds']} s, manifest (sha256sum) "
-        f"{facts['manifest_seconds_sha256sum']} s"
-    )
-    return tree, stamp, False
-
-
-# -- the repository ----------------------------------------------------------------------------
-
-
-def code_state() -> dict[str, Any]:
-    """The commit measured, and uncommitted changes to the code the harness runs."""
-
-    def git(*arguments: str) -> str:
-        return subprocess.run(
-            ["git", *arguments], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "uncommitted": git(
-            "status", "--porcelain", "--", "cli.py", "restore_tests", "runners", "pyproject.toml"
-        ).splitlines(),
-    }
-
 
 def load_code(work: Path, live: bool, revision: str = "HEAD") -> dict[str, Any]:
     """Freeze the code to measure: `git archive HEAD` into the work folder (reused per commit).
@@ -470,89 +209,6 @@ def load_code(work: Path, live: bool, revision: str = "HEAD") -> dict[str, Any]:
 
     checksums = module
     return state
-
-
-def restic_version(restic: str) -> str:
-    output = subprocess.run([restic, "version"], capture_output=True, text=True, check=True).stdout
-    match = re.search(r"restic (\d+\.\d+\.\d+)", output)
-    if not match:
-        sys.exit(f"{restic} is not restic: {output.strip()[:100]}")
-    return match[1]
-
-
-def restic_env(repository: Path) -> dict[str, str]:
-    return {**os.environ, "RESTIC_REPOSITORY": str(repository), "RESTIC_PASSWORD": PASSWORD}
-
-
-def ensure_repository(
-    work: Path, restic: str, version: str, tree_stamp: dict[str, Any]
-) -> tuple[Path, dict[str, Any], bool]:
-    """One repository per restic version (backed up by that version), reused when stamped."""
-    repository = work / f"repo-{version}"
-    stamp_path = work / f"repo-{version}.stamp.json"
-    if stamp_path.exists() and (repository / "config").exists():
-        stamp = json.loads(stamp_path.read_text())
-        if stamp.get("tree_id") == tree_stamp["tree_id"] and stamp.get("restic_version") == version:
-            return repository, stamp, True
-    log(f"creating {repository} with restic {version} and backing up the tree (once)")
-    stamp_path.unlink(missing_ok=True)
-    shutil.rmtree(repository, ignore_errors=True)
-    env = restic_env(repository)
-    started = time.perf_counter()
-    subprocess.run([restic, "--no-cache", "init"], env=env, check=True, capture_output=True)
-    init_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    subprocess.run(
-        [restic, "--no-cache", "backup", TREE_NAME],
-        cwd=work / "data",
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    backup_seconds = time.perf_counter() - started
-    listing = subprocess.run(
-        [restic, "--no-cache", "ls", "latest"], env=env, capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    wanted = f"/{TREE_NAME}/{MANIFEST_NAME}"
-    if wanted not in listing:
-        sys.exit(f"the snapshot does not hold {wanted}; restic ls latest: {listing[:5]}")
-    log("restic ls latest | head -4: " + " | ".join(listing[:4]))
-    config = subprocess.run(
-        [restic, "--no-cache", "cat", "config"], env=env, capture_output=True, text=True, check=True
-    ).stdout
-    stamp = {
-        "tree_id": tree_stamp["tree_id"],
-        "restic_version": version,
-        "restic_binary": restic,
-        "repository_version": json.loads(config).get("version"),
-        "init_seconds": round(init_seconds, 2),
-        "backup_seconds": round(backup_seconds, 2),
-        "repository_bytes": folder_bytes(repository),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    stamp_path.write_text(json.dumps(stamp, indent=2))
-    log(
-        f"backup took {stamp['backup_seconds']} s (init {stamp['init_seconds']} s); repository "
-        f"{stamp['repository_bytes'] / MIB:.0f} MiB"
-    )
-    return repository, stamp, False
-
-
-def folder_bytes(folder: Path) -> int:
-    return sum(os.lstat(path).st_size for path in _regular_files(folder))
-
-
-def _regular_files(folder: Path) -> list[Path]:
-    return [path for path in folder.rglob("*") if path.is_file() and not path.is_symlink()]
-
-
-def warm_repository(repository: Path) -> None:
-    """Read the repository once (untimed) so round 1 does not pay cold reads that others don't."""
-    buffer = bytearray(MIB)
-    for path in _regular_files(repository):
-        with open(path, "rb", buffering=0) as stream:
-            while stream.readinto(buffer):
-                pass
 
 
 # -- one measurement of each procedure -------------------------------------------------------
@@ -659,25 +315,6 @@ def run_harness(number: int, work: Path, scenario: Path, restic: str, python: st
     return run
 
 
-def wait_for_staging_removal(staging: Path, limit: float = 300.0) -> float:
-    """Untimed: wait until the harness's staging folder is gone; returns the seconds waited.
-
-    Since 9ca5469 the harness renames its staging folder to *.removing at teardown and deletes
-    it from a detached process, so the folder may outlive the command by a few seconds.
-    Anything else left behind is an error.
-    """
-    started = time.monotonic()
-    while True:
-        left = list(staging.iterdir())
-        if not left:
-            return time.monotonic() - started
-        if any(not entry.name.endswith(".removing") for entry in left):
-            sys.exit(f"(a) left staging behind: {left}")
-        if time.monotonic() - started > limit:
-            sys.exit(f"(a)'s staging was still being removed after {limit:.0f} s: {left}")
-        time.sleep(0.05)
-
-
 BEFORE_PHASES = "start: imports, the rest before the first phase"
 AFTER_PHASES = "end: JSON output, the rest after the last phase"
 INTERPRETER = "interpreter start and exit (outside the wrapper's clock)"
@@ -749,35 +386,18 @@ class ManualRun:
 
 
 def run_manual(number: int, work: Path, repository: Path, restic: str) -> ManualRun:
-    target = work / "manual"
-    shutil.rmtree(target, ignore_errors=True)
-    env = restic_env(repository)
-    log_file = work / "manual-restic.log"
+    """bench.perf's manual procedure, keeping the restored tree (hashing_benchmark reads it)."""
+    procedure = manual_procedure(repository, restic, work, work / "logs", "(b)")
+    procedure.prepare()
     settle()
     with ForeignCpu() as foreign:
-        started = time.perf_counter()
-        with open(log_file, "wb") as output:
-            restored = subprocess.run(
-                [restic, "--no-cache", "restore", "latest", "--target", str(target)],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-            )
-        middle = time.perf_counter()
-        checked = subprocess.run(
-            ["sha256sum", "-c", "--quiet", MANIFEST_NAME],
-            cwd=target / TREE_NAME,
-            capture_output=True,
-            text=True,
-        )
-        finished = time.perf_counter()
-    if restored.returncode != 0 or checked.returncode != 0:
-        print(log_file.read_text()[-3000:], checked.stdout[-2000:], checked.stderr[-2000:])
-        sys.exit(
-            f"(b) failed in round {number}: restic {restored.returncode}, "
-            f"sha256sum {checked.returncode}"
-        )
-    return ManualRun(number, middle - started, finished - middle, foreign.seconds)
+        outcome = procedure.run()
+    if not outcome.passed:
+        sys.exit(f"(b) failed in round {number}: {outcome.detail} (see {work / 'logs'})")
+    detail = outcome.detail
+    return ManualRun(
+        number, detail["restore_seconds"], detail["sha256sum_seconds"], foreign.seconds
+    )
 
 
 # -- hashing throughput ----------------------------------------------------------------------
@@ -947,41 +567,7 @@ def diagnostics(work: Path, restic: str, repository: Path) -> dict[str, Any]:
     return out
 
 
-def import_cost(python: str, repeats: int = 3) -> dict[str, float]:
-    """Python start-up, and the imports `check` needs (in a child, as the harness pays them)."""
-    modules = (
-        "cli, restore_tests.drill, restore_tests.pipeline, restore_tests.history.store, "
-        "restore_tests.report.table, restore_tests.scenario, runners"
-    )
-    out: dict[str, float] = {}
-    for label, code in (
-        ("python -c pass", "pass"),
-        ("python + check's imports", f"import {modules}"),
-    ):
-        times = []
-        for _ in range(repeats):
-            started = time.perf_counter()
-            subprocess.run([python, "-c", code], cwd=CODE[0], check=True)
-            times.append(time.perf_counter() - started)
-        out[label] = statistics.median(times)
-    return out
-
-
 # -- report -----------------------------------------------------------------------------------
-
-
-def measure(take: Any, label: str) -> Any:
-    """Take a measurement again while other processes used the CPUs meanwhile (a few times)."""
-    for attempt in range(1, ATTEMPTS + 1):
-        taken = take()
-        taken.attempts = attempt
-        if taken.foreign_cpu <= FOREIGN_LIMIT:
-            return taken
-        log(
-            f"({label}) voided: other processes used {taken.foreign_cpu:.1f} CPU-s meanwhile "
-            f"(attempt {attempt} of {ATTEMPTS})"
-        )
-    return taken
 
 
 def verdict(ok: bool) -> str:
@@ -1175,31 +761,21 @@ def median_dict(dicts: list[dict[str, float]]) -> dict[str, float]:
 # -- main ------------------------------------------------------------------------------------
 
 
-def write_scenario(work: Path, version: str, repository: Path, restic: str) -> Path:
-    path = work / f"scenario-{version}.yaml"
-    path.write_text(
-        "name: bench\n"
-        "kind: files\n"
-        "source:\n"
-        "  type: restic\n"
-        f"  repository: {repository}\n"
-        f"  password_env: {PASSWORD_VARIABLE}\n"
-        f"  restic_binary: {restic}\n"
-        "objectives:\n"
-        "  rto: 15m\n"  # no rpo: the reused snapshot may be days old
-        "verify:\n"
-        f"  manifest: /{TREE_NAME}/{MANIFEST_NAME}\n"
-    )
-    return path
-
-
 def prepare_history(python: str, work: Path) -> None:
-    """Create and migrate the history DB once (untimed), as a user's existing results.db is."""
+    """Create and migrate the history DB once (untimed), as a user's existing results.db is.
+
+    (`restore-tests history` no longer creates a missing database: the store's own opening,
+    as check does it, from the code measured.)"""
+    url = f"sqlite:///{work / 'bench.db'}"
     subprocess.run(
-        [python, str(CODE[0] / "cli.py"), "history", "--db", f"sqlite:///{work / 'bench.db'}"],
+        [
+            python,
+            "-c",
+            f"from restore_tests.history.store import HistoryStore; HistoryStore({url!r})",
+        ],
         check=True,
         capture_output=True,
-        cwd=work,
+        cwd=CODE[0],
     )
 
 
@@ -1249,9 +825,7 @@ def main() -> None:
     python = project_python()
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
-    stat = device_stat(work)
-    if stat is not None:
-        SETTLE_DEVICE.append(stat)
+    watch_disk_of(work)
     for leftover in ("manual", "staging", "diagnostics"):
         shutil.rmtree(work / leftover, ignore_errors=True)
     code_before = load_code(work, args.live, args.code_rev)
@@ -1263,9 +837,14 @@ def main() -> None:
     if wait_for_idle_cpu() > 5:
         log("note: the machine was busy when the benchmark started")
 
-    tree, tree_stamp, tree_reused = ensure_tree(work, args.size_mib)
-    repository, repo_stamp, repo_reused = ensure_repository(work, restic, version, tree_stamp)
-    scenario = write_scenario(work, version, repository, restic)
+    tree_data = ensure_tree(work, mixed_parameters(args.size_mib))
+    tree, tree_stamp, tree_reused = tree_data.path, tree_data.stamp, tree_data.reused
+    repository_data = ensure_repository(tree_data, restic, version)
+    repository, repo_stamp = repository_data.path, repository_data.stamp
+    repo_reused = repository_data.reused
+    scenario = write_scenario(
+        work / f"scenario-{version}.yaml", "bench", repository, restic, rto="15m"
+    )
     prepare_history(python, work)
     log(f"warming the page cache with {repository} (untimed)")
     warm_repository(repository)
@@ -1308,7 +887,7 @@ def main() -> None:
         found = diagnostics(work, restic, repository)
     if not args.keep_data:
         shutil.rmtree(work / "manual", ignore_errors=True)
-    imports = import_cost(python)
+    imports = import_cost(python, CODE[0])
     code_after = code_state() if args.live else code_before
 
     per_round = []

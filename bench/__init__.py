@@ -1,0 +1,1 @@
+"""Benchmarks of restore-tests (scripts, and the bench.perf package)."""
