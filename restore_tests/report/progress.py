@@ -16,9 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TextIO
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn
-
 from restore_tests.sources.base import FetchProgress
 from restore_tests.timing import format_duration, format_size
 
@@ -137,48 +134,6 @@ class PlainLines(Display):
         self.stream.flush()
 
 
-class LiveBars(Display):
-    """One rich Progress on a terminal, a bar per running scenario, removed at its verdict."""
-
-    def __init__(self, console: Console, started: float, redirect_stdout: bool = False) -> None:
-        super().__init__(started)
-        self.progress = Progress(
-            TextColumn("{task.fields[scenario]}", style="bold"),
-            BarColumn(),
-            TextColumn("{task.description}"),
-            console=console,
-            transient=True,
-            redirect_stdout=redirect_stdout,  # verdict lines printed above the bars
-            refresh_per_second=REFRESHES_PER_SECOND,
-        )
-        self.tasks: dict[str, TaskID] = {}
-
-    def step(self, scenario: str, message: str) -> None:
-        with self.lock:
-            self.progress.update(self._task(scenario), description=message)
-
-    def show(self, scenario: str, transfer: Transfer) -> None:
-        self.progress.update(
-            self._task(scenario),
-            total=transfer.latest.total_bytes,
-            completed=transfer.latest.done_bytes,
-            description=f"restored {transfer.describe()}",
-        )
-
-    def finished(self, scenario: str) -> None:
-        super().finished(scenario)
-        with self.lock:
-            task = self.tasks.pop(scenario, None)
-            if task is not None:
-                self.progress.remove_task(task)
-                self.progress.refresh()  # gone before the verdict is printed above the bars
-
-    def _task(self, scenario: str) -> TaskID:
-        if scenario not in self.tasks:
-            self.tasks[scenario] = self.progress.add_task("", total=None, scenario=scenario)
-        return self.tasks[scenario]
-
-
 @contextmanager
 def progress_display(
     stream: TextIO, stdout: TextIO, started: float, shown: bool
@@ -188,6 +143,10 @@ def progress_display(
     if not shown:
         yield Display(started)
     elif stream.isatty():
+        from rich.console import Console  # only on a terminal: rich takes ~0.1 s to import
+
+        from restore_tests.report.live_bars import LiveBars
+
         bars = LiveBars(Console(file=stream), started, redirect_stdout=stdout.isatty())
         with bars.progress:
             yield bars

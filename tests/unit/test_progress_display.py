@@ -9,7 +9,8 @@ import pytest
 from rich.console import Console
 
 from restore_tests.report import progress
-from restore_tests.report.progress import LiveBars, PlainLines, Transfer, eta_text
+from restore_tests.report.live_bars import LiveBars
+from restore_tests.report.progress import PlainLines, Transfer, eta_text
 from restore_tests.sources.base import FetchProgress
 
 GIB, MIB = 1024**3, 1024**2
