@@ -249,7 +249,8 @@ class ResticSource(Source):
         if not settings.is_local or settings.password_command is not None:
             return
         try:
-            Restic(settings, None).start_listing(settings.snapshot)
+            # a path: restore asks no size; a full restore or include: does
+            Restic(settings, None).start_listing(settings.snapshot, sized=settings.path is None)
         except RestoreTestsError:
             return  # preflight says what is wrong, in its place
 

@@ -94,8 +94,9 @@ class _StartedListing:
         return completed
 
 
-# Listings started by Restic.start_listing, by everything that makes their answer: binary,
-# environment (repository and password), flags and arguments. Each is used once.
+# Commands started early by Restic.start_listing (the listing, then restic stats), by everything
+# that makes their answer: binary, environment (repository and password), flags and arguments.
+# Each answer is used once.
 _started_listings: dict[tuple[Any, ...], _StartedListing] = {}
 _started_lock = threading.Lock()
 
@@ -279,25 +280,51 @@ class Restic:
         finally:
             connection.close()
 
-    def start_listing(self, selector: str | SnapshotFilter) -> None:
+    def start_listing(self, selector: str | SnapshotFilter, sized: bool = True) -> None:
         """Start the listing that selecting this snapshot will ask for, so that restic derives
         the repository's key while restore-tests is still loading; snapshots() then takes its
-        answer instead of starting restic again."""
+        answer instead of starting restic again. sized: the run will ask the snapshot's
+        restore size; when its summary does not hold it (restic < 0.17), `restic stats` for
+        the snapshot this very listing selects is started as soon as the listing is done."""
         arguments = _listing_arguments(None if isinstance(selector, str) else selector)
-        key = self._listing_key(arguments)
+
+        def run() -> execute.Completed:
+            completed = self._run(arguments)
+            if sized and (isinstance(selector, str) or not selector.random_within):
+                self._start_size(completed, selector)
+            return completed
+
+        self._start(arguments, run)
+
+    def _start_size(self, listing: execute.Completed, selector: str | SnapshotFilter) -> None:
+        try:
+            snapshot = self._choose(self._parse_listing(listing), selector)
+        except RestoreTestsError:
+            return  # selection will say why, in its place
+        if snapshot.size_bytes is None:
+            arguments = _size_arguments(snapshot.id)
+            self._start(arguments, lambda: self._run(arguments))
+
+    def _start(self, arguments: list[str], run: Callable[[], execute.Completed]) -> None:
+        key = self._started_key(arguments)
         with _started_lock:
             if key not in _started_listings:
-                _started_listings[key] = _StartedListing(lambda: self._run(arguments))
+                _started_listings[key] = _StartedListing(run)
 
-    def _listing_key(self, arguments: list[str]) -> tuple[Any, ...]:
+    def _started_or_run(self, arguments: list[str]) -> execute.Completed:
+        """The answer of a command started early with these arguments, else a new run."""
+        with _started_lock:
+            started = _started_listings.pop(self._started_key(arguments), None)
+        return self._run(arguments) if started is None else started.result()
+
+    def _started_key(self, arguments: list[str]) -> tuple[Any, ...]:
         environment = tuple(sorted(self.environment().items()))
         return (self.binary, environment, *self._global_flags(), *arguments)
 
     def snapshots(self, selector: SnapshotFilter | None = None) -> list[Snapshot]:
-        arguments = _listing_arguments(selector)
-        with _started_lock:
-            started = _started_listings.pop(self._listing_key(arguments), None)
-        completed = self._run(arguments) if started is None else started.result()
+        return self._parse_listing(self._started_or_run(_listing_arguments(selector)))
+
+    def _parse_listing(self, completed: execute.Completed) -> list[Snapshot]:
         refuse_unreadable_snapshots(completed.stderr, self.location)
         output = completed.stdout
         try:
@@ -308,7 +335,9 @@ class Restic:
 
     def matching(self, selector: SnapshotFilter) -> list[Snapshot]:
         """The snapshots matching a filter, oldest first; SourceError when none does."""
-        found = self.snapshots(selector)
+        return self._matching(self.snapshots(selector), selector)
+
+    def _matching(self, found: list[Snapshot], selector: SnapshotFilter) -> list[Snapshot]:
         if not found:
             which = selector.describe() or "any filter"
             raise SourceError(f"no snapshot in {self.location} matches {which}")
@@ -316,9 +345,13 @@ class Restic:
 
     def select(self, selector: str | SnapshotFilter) -> Snapshot:
         """latest, an id or id prefix, or the newest snapshot matching a filter."""
+        filtered = None if isinstance(selector, str) else selector
+        return self._choose(self.snapshots(filtered), selector)
+
+    def _choose(self, found: list[Snapshot], selector: str | SnapshotFilter) -> Snapshot:
+        """The snapshot a listing (of the filter's matches, oldest first) gives for selector."""
         if not isinstance(selector, str):  # a SnapshotFilter
-            return self.matching(selector)[-1]
-        found = self.snapshots()
+            return self._matching(found, selector)[-1]
         if not found:
             raise SourceError(f"no snapshot in {self.location}: the repository is empty")
         if selector == "latest":
@@ -340,7 +373,7 @@ class Restic:
         if snapshot.size_bytes is not None:
             return snapshot.size_bytes
         if snapshot.id not in self._restore_sizes:
-            output = self._run(["stats", "--json", "--mode", "restore-size", snapshot.id]).stdout
+            output = self._started_or_run(_size_arguments(snapshot.id)).stdout
             try:
                 self._restore_sizes[snapshot.id] = int(json.loads(output)["total_size"])
             except (ValueError, KeyError, TypeError):
@@ -417,6 +450,10 @@ class Restic:
         if completed.gave_up or (completed.returncode != 0 and not counted):
             raise self.explain(completed, snapshot, target)
         return outcome
+
+
+def _size_arguments(snapshot_id: str) -> list[str]:
+    return ["stats", "--json", "--mode", "restore-size", snapshot_id]
 
 
 def _listing_arguments(selector: SnapshotFilter | None) -> list[str]:

@@ -384,3 +384,25 @@ def test_a_listing_started_for_another_password_or_filter_is_not_taken(
     assert listings_run(caplog) == 3  # the early listing's failure, reported when used
     with pytest.raises(SourceError):
         make_restic().select(SnapshotFilter(tags=["weekly"]))
+
+
+def test_an_early_listing_starts_the_size_of_the_snapshot_it_selects_when_there_is_no_summary(
+    make_restic, repository, caplog
+):
+    caplog.set_level("DEBUG", logger="restore_tests.execute")
+    make_restic().start_listing("latest")
+
+    restic = make_restic()
+    snapshot = restic.select("latest")
+    size = restic.restore_size(snapshot)
+
+    assert size == restic.restore_size(snapshot) and size and size > 0
+    stats = [
+        r
+        for r in caplog.records
+        if r.getMessage().startswith("run: ") and " stats " in r.getMessage()
+    ]
+    # restic 0.17+ has the size in the snapshot's summary: no stats at all; 0.14 runs it once,
+    # started by the early listing for the very snapshot it lists as the newest.
+    assert len(stats) == (0 if snapshot.size_bytes is not None else 1)
+    assert listings_run(caplog) == 1
