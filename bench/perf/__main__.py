@@ -148,7 +148,9 @@ class Bench:
         harness = self.check(case, version, restic, f"{case.name} restic {version} -vv")
         harness.verbose = True
         outcome = take(harness)
-        return reporting.where_time_goes({"seconds": outcome.seconds, **outcome.detail})
+        return reporting.where_time_goes(
+            {"seconds": outcome.seconds, "passed": outcome.passed, **outcome.detail}
+        )
 
     def warm_up(self, case: CaseData, version: str, restic: str) -> None:
         """One untimed check first: it creates the history database (as a user's results.db

@@ -135,6 +135,8 @@ def where_time_goes(explain: dict[str, Any]) -> dict[str, Any]:
     manifest = sum(s or 0.0 for name, s in checks.items() if name.startswith("manifest"))
     wall = explain["seconds"]
     return {
+        "passed": explain.get("passed", True),
+        "reasons": explain.get("reasons") or [],
         "wall": wall,
         "restic_restore": restore,
         "restic_other": other_restic,
@@ -259,6 +261,7 @@ def details(block: dict[str, Any]) -> list[str]:
                 + ", ".join(f"{name} {seconds:.2f}" for name, seconds in phases.items())
                 + f" (sum {sum(where['phases'].values()):.2f}: the rest of the wall time is "
                 "start-up, imports, history, exit)"
+                + ("" if where["passed"] else f" [this run did NOT pass: {where['reasons'][:1]}]")
             )
         manual = procedures.get("manual")
         if manual:
@@ -317,8 +320,12 @@ def code_line(env: dict[str, Any]) -> str:
     text = f"code measured: the working tree at {code['commit']}"
     if code["uncommitted"]:
         text += f" with uncommitted changes ({len(code['uncommitted'])} files)"
-    if env["code_at_end"] != code:
-        text += f"; WARNING: it changed during the run (at the end: {env['code_at_end']})"
+    end = env["code_at_end"]
+    if end != code:
+        text += (
+            f"; WARNING: it changed during the run (at the end: {end['commit']}, "
+            f"{len(end['uncommitted'])} files with uncommitted changes)"
+        )
     return text
 
 
