@@ -149,12 +149,14 @@ class ScenarioRun:
         if sandbox_ready is None:
             needs = self.runner.sandbox_needs(self.scenario, point)
         self.make_space(source, point, staging, needs)
-        if sandbox_ready is not None:
-            box = sandbox_ready()
-        else:
+        if sandbox_ready is None:
             box = self.start_sandbox(staging, target, needs, self.stack)
         early = self.hash_early(target)
         fetched, tree = self.fetch(source, point, staging, target, early)
+        if sandbox_ready is not None:
+            # Still starting when the selection was quick (a listing started early): the
+            # fetch began meanwhile, while restic derives its key and reads the index.
+            box = sandbox_ready()
         context = RunContext(self.scenario, fetched.root, point, box, self.say, tree, early=early)
         self.check(context, needs)
         self.judge_rto(point, tree.bytes)

@@ -69,10 +69,10 @@ def test_the_steps_run_in_order_each_recorded_once_with_the_sandbox_started_duri
     in_line = [step for step in STEPS if step != "sandbox"]
     for earlier, later in itertools.pairwise(in_line):
         assert spans[earlier][1] <= spans[later][0], f"{earlier} overlaps {later}"
-    # The sandbox starts once preflight is done, while the source selects, and is up before
-    # the fetch writes anything.
+    # The sandbox starts once preflight is done, while the source selects, and is awaited
+    # once the data is fetched, before the kind loads it.
     assert spans["preflight"][1] <= spans["sandbox"][0] < spans["select"][1]
-    assert spans["sandbox"][1] <= spans["fetch"][0]
+    assert spans["sandbox"][1] <= spans["load"][0]
     result = scenario_run.result
     assert (result.status, result.reason) == ("pass", "")
     assert (result.snapshot_id, result.rpo.basis, result.rpo.status) == (

@@ -184,7 +184,10 @@ def test_a_restore_reports_its_bytes_against_the_size_asked_before_with_either_v
     assert {report.total_bytes for report in progress} == {size}
     done = [report.done_bytes for report in progress]
     assert done == sorted(done) and 0 < done[-1] <= size * 1.01
-    assert any(0 < report.done_bytes < size * 0.9 for report in progress), progress
+    if source.version() < (0, 16, 0):  # the bytes written so far, read from /proc
+        assert any(0 < report.done_bytes < size * 0.9 for report in progress), progress
+    # 0.18 counts a pack's bytes once the whole pack is downloaded: with the sample's one or
+    # two packs its status may say 0 until near the end, but it is heard while restic runs.
     assert reports[-1][0] - reports[0][0] >= 1.0  # reported while it ran, not only at its end
 
 

@@ -269,4 +269,5 @@ def test_no_snapshot_within_the_window_is_an_error_naming_the_window_and_the_new
         f"no snapshot in {restic_environment.path} matching tags drill was taken within 1h: "
         f"the newest, {drill_series[-1].short_id}, is 2h old",
     )
-    assert list(result.phases) == ["preflight", "select", "teardown"]
+    # the sandbox was starting meanwhile
+    assert set(result.phases) == {"preflight", "select", "sandbox", "teardown"}
