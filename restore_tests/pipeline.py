@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, ExitStack, contextmanager
@@ -25,9 +24,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from restore_tests import execute, restored
+from restore_tests.background import Background
 from restore_tests.cleanup import dispose, wait_for_removals
 from restore_tests.errors import (
     DamagedBackup,
@@ -227,33 +227,20 @@ class ScenarioRun:
         listing takes as long as a container start); the call returned waits for it. Every
         path out of the run waits for the thread before removing what it started."""
         own = ExitStack()
-        outcome: dict[str, Any] = {}
-
-        def start() -> None:
-            try:
-                outcome["box"] = self.start_sandbox(staging, target, needs, own)
-            except BaseException as error:  # handed to the run's own thread
-                outcome["error"] = error
-
-        thread = threading.Thread(target=start, name=f"sandbox {self.scenario.name}", daemon=True)
-        thread.start()
+        started = Background(
+            lambda: self.start_sandbox(staging, target, needs, own),
+            f"sandbox {self.scenario.name}",
+        )
         self.stack.callback(own.close)
-        self.stack.callback(thread.join)
-
-        def ready() -> Sandbox:
-            thread.join()
-            if "error" in outcome:
-                raise outcome["error"]
-            box: Sandbox = outcome["box"]
-            return box
-
-        return ready
+        self.stack.callback(started.wait)
+        return started.result
 
     def start_sandbox(
         self, staging: Path, target: Path, needs: SandboxNeeds, stack: ExitStack
     ) -> Sandbox:
-        """Started before the fetch: the engine syncs the filesystem when it mounts a
-        container, which after the restore would first write back every restored byte. At the
+        """Started before the fetch writes (at the latest while restic derives its key): the
+        engine syncs the filesystem when it mounts a container, which after the restore would
+        first write back every restored byte. At the
         end, a detached reaper deletes the staging folder, then the container (cleanup.dispose).
         """
         with self.clock.phase("sandbox"):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from restore_tests.background import Background
 from restore_tests.model import StrictModel
 from restore_tests.prehash import EarlyDigests
 from restore_tests.restored import DIRECTORY, MISSING, REGULAR, RestoredTree
@@ -201,25 +201,7 @@ def timed(check: Callable[..., Check], *arguments: Any) -> Check:
 def in_background(check: Callable[..., Check], *arguments: Any) -> Callable[[], Check]:
     """Run a timed check in a thread (a count inside the sandbox while the host hashes); the
     call returned waits for its result, or raises what the check raised."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["check"] = timed(check, *arguments)
-        except BaseException as error:  # handed to the waiting thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=run, name=check.__name__, daemon=True)
-    thread.start()
-
-    def result() -> Check:
-        thread.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        finished: Check = outcome["check"]
-        return finished
-
-    return result
+    return Background(lambda: timed(check, *arguments), check.__name__).result
 
 
 def sandbox_command_checks(

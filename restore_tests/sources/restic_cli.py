@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from restore_tests import execute
+from restore_tests.background import Background
 from restore_tests.errors import (
     EnvironmentUnusable,
     HostError,
@@ -69,35 +70,10 @@ NAMES_RESTORED_FILES_SINCE = (0, 17, 0)
 _VERSION = re.compile(r"restic (\d+)\.(\d+)\.(\d+)")
 
 
-class _StartedListing:
-    """A restic listing running in a thread, started before the run needed it."""
-
-    def __init__(self, run: Callable[[], execute.Completed]) -> None:
-        self._outcome: dict[str, Any] = {}
-        self._thread = threading.Thread(target=self._run, args=(run,), daemon=True)
-        self._thread.start()
-
-    def _run(self, run: Callable[[], execute.Completed]) -> None:
-        try:
-            self._outcome["completed"] = run()
-        except BaseException as error:  # handed to the thread that asks for the result
-            self._outcome["error"] = error
-
-    def wait(self) -> None:
-        self._thread.join()
-
-    def result(self) -> execute.Completed:
-        self._thread.join()
-        if "error" in self._outcome:
-            raise self._outcome["error"]
-        completed: execute.Completed = self._outcome["completed"]
-        return completed
-
-
 # Commands started early by Restic.start_listing (the listing, then restic stats), by everything
 # that makes their answer: binary, environment (repository and password), flags and arguments.
 # Each answer is used once.
-_started_listings: dict[tuple[Any, ...], _StartedListing] = {}
+_started_listings: dict[tuple[Any, ...], Background[execute.Completed]] = {}
 _started_lock = threading.Lock()
 
 
@@ -309,7 +285,7 @@ class Restic:
         key = self._started_key(arguments)
         with _started_lock:
             if key not in _started_listings:
-                _started_listings[key] = _StartedListing(run)
+                _started_listings[key] = Background(run, f"restic {arguments[0]}")
 
     def _started_or_run(self, arguments: list[str]) -> execute.Completed:
         """The answer of a command started early with these arguments, else a new run."""
