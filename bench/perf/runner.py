@@ -115,52 +115,64 @@ DOCKER_CGROUPS = (
 DOCKER_DAEMONS = ("dockerd", "containerd", "containerd-shim", "runc")
 
 
-def docker_cpu_seconds() -> float:
-    """CPU seconds of Docker so far: its containers' cgroup (the sandboxes' commands) and its
-    daemons (with the children they reaped), both working for the harness when it runs."""
-    total = 0.0
+def attributed_cpu_seconds() -> tuple[float, float]:
+    """CPU seconds so far of the work done for the benchmark by others: (Docker, kernel).
+
+    Docker: its containers' cgroup (the sandboxes' commands) and its daemons with the children
+    they reaped. Kernel: the kernel's threads (block I/O workers writing and discarding for the
+    restores and removals measured).
+    """
+    docker = 0.0
     for path in DOCKER_CGROUPS:
         if path.exists():
             text = path.read_text()
             if path.name == "cpuacct.usage":
-                total += int(text) / 1e9
+                docker += int(text) / 1e9
             else:
                 usage = next(line for line in text.splitlines() if line.startswith("usage_usec"))
-                total += int(usage.split()[1]) / 1e6
+                docker += int(usage.split()[1]) / 1e6
             break
+    kernel = 0.0
     for process in Path("/proc").iterdir():
         if process.name.isdigit():
-            total += daemon_cpu_seconds(process)
-    return total
+            name, parent, seconds = process_cpu(process)
+            if name in DOCKER_DAEMONS:
+                docker += seconds
+            elif parent == 2:  # a child of kthreadd
+                kernel += seconds
+    return docker, kernel
 
 
-def daemon_cpu_seconds(process: Path) -> float:
+def process_cpu(process: Path) -> tuple[str, int, float]:
+    """(name, parent pid, CPU seconds with the children it reaped) of a /proc/PID folder."""
     try:
-        if (process / "comm").read_text().strip() not in DOCKER_DAEMONS:
-            return 0.0
-        fields = (process / "stat").read_text().rsplit(")", 1)[1].split()
+        text = (process / "stat").read_text()
     except OSError:
-        return 0.0
-    return sum(int(value) for value in fields[11:15]) / CLOCK_TICKS  # utime stime cutime cstime
+        return "", 0, 0.0
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text.rsplit(")", 1)[1].split()
+    return name, int(fields[1]), sum(int(value) for value in fields[11:15]) / CLOCK_TICKS
 
 
 class ForeignCpu:
     """CPU seconds used by other processes while a measurement ran (a contamination check).
 
-    Docker's work (its daemons, the sandboxes' commands) is counted apart, in `docker`: it is
-    the harness's. What is left, `seconds`, is other people's work.
+    Docker's work (its daemons, the sandboxes' commands) and the kernel's threads (the block
+    I/O of the restores and removals) are counted apart, in `docker` and `kernel`: they work
+    for what is measured. What is left, `seconds`, is other people's work.
     """
 
     def __enter__(self) -> ForeignCpu:
         self.busy, self.own = cpu_busy_seconds(), own_cpu_seconds()
-        self.docker_start = docker_cpu_seconds()
-        self.seconds = self.docker = 0.0
+        self.attributed = attributed_cpu_seconds()
+        self.seconds = self.docker = self.kernel = 0.0
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.docker = docker_cpu_seconds() - self.docker_start
+        docker, kernel = attributed_cpu_seconds()
+        self.docker, self.kernel = docker - self.attributed[0], kernel - self.attributed[1]
         others = (cpu_busy_seconds() - self.busy) - (own_cpu_seconds() - self.own)
-        self.seconds = max(0.0, others - self.docker)
+        self.seconds = max(0.0, others - self.docker - self.kernel)
 
 
 class Attempted(Protocol):
@@ -229,6 +241,7 @@ def take(procedure: Procedure) -> Outcome:
         outcome = procedure.run()
     outcome.foreign_cpu = foreign.seconds
     outcome.detail["docker_cpu_seconds"] = foreign.docker
+    outcome.detail["kernel_cpu_seconds"] = foreign.kernel
     procedure.finish()
     return outcome
 
