@@ -16,6 +16,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from restore_tests import execute
 from restore_tests.errors import Interrupted
@@ -24,6 +25,7 @@ from restore_tests.restored import MISSING, OPEN_FLAGS, REGULAR, RestoredTree
 
 BUFFER_BYTES = 1024 * 1024
 INLINE_BELOW_BYTES = 1024 * 1024  # smaller files are hashed in the calling thread
+Job = tuple[int, str, str, str]  # size, manifest name, path inside the tree, expected sha256
 _LINE = re.compile(r"^(\\?)([0-9a-fA-F]{64}) [ *](.+)$")
 
 
@@ -33,7 +35,6 @@ class ManifestEntry:
 
     path: str
     sha256: str
-    line: int
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def parse_manifest(text: str) -> Manifest:
         escaped, digest, name = match.groups()
         if escaped:
             name = _unescape(name)
-        entries.append(ManifestEntry(name, digest.lower(), number))
+        entries.append(ManifestEntry(name, digest.lower()))
     return Manifest(entries, malformed)
 
 
@@ -167,14 +168,16 @@ def verify(
     Paths are resolved over the tree's index (links followed only while they stay inside), so
     nothing outside the restored data is ever opened. A file hashed while the restore ran
     (early, see prehash.py) counts when its digest matches and its size is the walk's; a
-    mismatch is hashed again before it is called a difference. Large files first, spread over
-    worker threads that pull from one shared list (hashlib and file reads release the GIL), each
-    with its own buffer; small files inline. Raises Interrupted when cancelled (checked between
-    chunks and files).
+    mismatch is hashed again before it is called a difference. Small files are hashed inline as
+    they are looked up (for a 1 KiB file a thread hand-off costs more than the hashing, and a
+    queued job per file holds ~120 bytes: 12 MB at 100,000 files); large ones afterwards,
+    largest first, over worker threads that pull from one shared list (hashlib and file reads
+    release the GIL), each with its own buffer. Raises Interrupted when cancelled (checked
+    between chunks and files).
     """
-    jobs: list[tuple[int, str, str, str]] = []
+    large: list[Job] = []
     result = Verification()
-    root = str(tree.root) + "/"
+    buffer = bytearray(BUFFER_BYTES)
     for name, digest in expected:
         result.checked += 1
         found = tree.lookup(name)
@@ -184,55 +187,53 @@ def verify(
                 result.matched += 1
                 result.matched_early += 1
                 result.bytes_hashed += size
+            elif size >= INLINE_BELOW_BYTES:
+                large.append((size, name, found.path, digest))
+            elif cancelled():
+                raise Interrupted()
             else:
-                jobs.append((size, name, root + found.path, digest))
+                _hash_one(tree.root, (size, name, found.path, digest), buffer, result, cancelled)
         elif found.kind == MISSING:
             result.missing.append(name)
         else:
             result.unreadable.append(f"{name} ({found.kind})")
-    jobs.sort(reverse=True)
-    _hash_jobs(jobs, result, workers, cancelled)
+    large.sort(reverse=True)
+    _hash_large(tree.root, large, result, workers, cancelled)
     for names in (result.missing, result.differing, result.unreadable, result.host_errors):
         names.sort()
     return result
 
 
-def _hash_jobs(
-    jobs: list[tuple[int, str, str, str]],
+def _hash_large(
+    root: Path,
+    jobs: list[Job],
     result: Verification,
     workers: int | None,
     cancelled: Callable[[], bool],
 ) -> None:
-    """Large files (sorted first) go to worker threads; small ones are hashed here, inline,
-    meanwhile: for a 1 KiB file a thread hand-off costs more than the hashing. Each thread
+    """Hash the large files over worker threads that pull from one shared list. Each thread
     counts into its own Verification, added up at the end (no lock per file)."""
     lock = threading.Lock()
-    large = [job for job in jobs if job[0] >= INLINE_BELOW_BYTES]
-    pending = iter(large)
+    pending = iter(jobs)
     partials: list[Verification] = []
 
-    def next_large() -> tuple[int, str, str, str] | None:
+    def next_job() -> Job | None:
         with lock:
             return next(pending, None)
 
     def work() -> None:
         buffer, counted = bytearray(BUFFER_BYTES), Verification()
-        while not cancelled() and (job := next_large()) is not None:
-            _hash_one(job, buffer, counted, cancelled)
+        while not cancelled() and (job := next_job()) is not None:
+            _hash_one(root, job, buffer, counted, cancelled)
         with lock:
             partials.append(counted)
 
     threads = [
         threading.Thread(target=work, daemon=True)
-        for _ in range(min(workers or default_workers(), len(large)))
+        for _ in range(min(workers or default_workers(), len(jobs)))
     ]
     for thread in threads:
         thread.start()
-    buffer = bytearray(BUFFER_BYTES)
-    for job in jobs[len(large) :] if threads else jobs:
-        if cancelled():
-            break
-        _hash_one(job, buffer, result, cancelled)
     for thread in threads:
         thread.join()
     for counted in partials:
@@ -242,12 +243,14 @@ def _hash_jobs(
 
 
 def _hash_one(
-    job: tuple[int, str, str, str],
+    root: Path,
+    job: Job,
     buffer: bytearray,
     result: Verification,
     cancelled: Callable[[], bool],
 ) -> None:
-    size, name, location, digest = job
+    size, name, path, digest = job
+    location = f"{root}/{path}"  # path is relative to the tree, as the walk found it
     try:
         descriptor = os.open(location, OPEN_FLAGS)
         try:

@@ -41,8 +41,8 @@ def test_a_manifest_in_text_and_binary_form_is_parsed_with_line_numbers() -> Non
     manifest = parse_manifest(f"{DIGEST_A}  ledger.xlsx\n{DIGEST_B.upper()} *sub/photo.jpg\n")
 
     assert manifest.entries == [
-        ManifestEntry("ledger.xlsx", DIGEST_A, 1),
-        ManifestEntry("sub/photo.jpg", DIGEST_B, 2),
+        ManifestEntry("ledger.xlsx", DIGEST_A),
+        ManifestEntry("sub/photo.jpg", DIGEST_B),
     ]
     assert manifest.malformed_lines == []
 
@@ -76,8 +76,8 @@ def test_only_newlines_end_a_manifest_line() -> None:
     manifest = parse_manifest(f"{DIGEST_A}  a\fb.txt\n{DIGEST_B}  c.txt\n")
 
     assert manifest.entries == [
-        ManifestEntry("a\fb.txt", DIGEST_A, 1),
-        ManifestEntry("c.txt", DIGEST_B, 2),
+        ManifestEntry("a\fb.txt", DIGEST_A),
+        ManifestEntry("c.txt", DIGEST_B),
     ]
     assert manifest.malformed_lines == []
 
@@ -85,7 +85,7 @@ def test_only_newlines_end_a_manifest_line() -> None:
 def test_comments_and_blank_lines_are_skipped_without_shifting_line_numbers() -> None:
     manifest = parse_manifest(f"# made by the nightly job\n\n   \n{DIGEST_A}  ledger.xlsx\n")
 
-    assert manifest.entries == [ManifestEntry("ledger.xlsx", DIGEST_A, 4)]
+    assert manifest.entries == [ManifestEntry("ledger.xlsx", DIGEST_A)]
     assert manifest.malformed_lines == []
 
 
