@@ -240,8 +240,8 @@ class ScenarioRun:
     ) -> Sandbox:
         """Started before the fetch writes (at the latest while restic derives its key): the
         engine syncs the filesystem when it mounts a container, which after the restore would
-        first write back every restored byte. At the
-        end, a detached reaper deletes the staging folder, then the container (cleanup.dispose).
+        first write back every restored byte. At the end, a detached reaper deletes the
+        staging folder, then the container (cleanup.dispose).
         """
         with self.clock.phase("sandbox"):
             self.say(f"starting the sandbox ({self.image})")

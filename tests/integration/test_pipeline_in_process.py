@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
+from restore_tests.errors import SandboxError
 from restore_tests.pipeline import RunOptions, ScenarioRun, run_scenario
 from restore_tests.scenario import json_schema, load_file
 from restore_tests.sources import SOURCES
@@ -197,3 +198,27 @@ def test_a_selection_that_fails_while_the_sandbox_starts_still_removes_the_sandb
 
     assert (result.status, result.reason) == ("error", "fake: no such snapshot")
     assert sandboxes.opened and all(box.closed for box in sandboxes.opened)
+    assert remaining(tmp_path / "work") == []
+
+
+class SandboxesThatCannotStart(FakeSandboxes):
+    def open(self, spec: Any, keep: bool, hand_off: Any) -> Any:
+        raise SandboxError("docker: cannot start the sandbox: no space left for its tmpfs")
+
+
+def test_a_sandbox_that_fails_while_the_source_selects_is_the_runs_error_and_leaves_nothing(
+    fake_registries, tmp_path
+):
+    work = tmp_path / "work"
+    scenario = fake_scenario(tmp_path, select_seconds=0.2)
+
+    result = run_scenario(
+        scenario, RunOptions("20261201T000000Z-abcdef", work), SandboxesThatCannotStart()
+    )
+
+    assert (result.status, result.reason) == (
+        "error",
+        "docker: cannot start the sandbox: no space left for its tmpfs",
+    )
+    assert "verify" not in result.phases  # nothing was checked without a sandbox
+    assert remaining(work) == []

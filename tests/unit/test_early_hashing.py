@@ -75,6 +75,18 @@ def test_a_link_a_fifo_or_a_folder_named_by_the_source_is_never_opened(tmp_path)
     assert early.files == 0
 
 
+def test_a_path_that_climbs_out_of_the_restore_root_is_never_opened_even_when_it_exists(tmp_path):
+    put(tmp_path, "escape.txt", b"host data")
+    root = tmp_path / "root"
+    put(root, "sub/inside.txt", b"restored")
+
+    early = hashed_early(root, ["../escape.txt", "sub/../../escape.txt", "sub/inside.txt"])
+
+    assert early.files == 1  # only the file inside
+    assert early.matches("sub/inside.txt", 8, hashlib.sha256(b"restored").hexdigest())
+    assert not early.matches("../escape.txt", 9, hashlib.sha256(b"host data").hexdigest())
+
+
 def test_a_path_named_twice_is_doubted_and_left_for_the_verification(tmp_path):
     digest = put(tmp_path, "a.txt", b"alpha")
 
